@@ -1,0 +1,1 @@
+"""Pretraining, fine-tuning and the baselines: Lightning modules, the trainer, checkpoints and Slurm."""
