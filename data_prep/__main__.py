@@ -40,7 +40,9 @@ def _cmd_tokenizer(args: argparse.Namespace) -> None:
     tok = train_tokenizer(iter_texts(args.input, args.format, args.text_field), cfg)
     path = save_tokenizer(tok, args.out, cfg, inputs=list(args.input))
     info = tokenizer_info(path)
-    print(f"{info['kind']} tokenizer, vocab {info['vocab_size']}, special ids {info['special_ids']} -> {path}")
+    print(
+        f"{info['kind']} tokenizer, vocab {info['vocab_size']}, special ids {info['special_ids']} -> {path}"
+    )
 
 
 def _cmd_shards(args: argparse.Namespace) -> None:
@@ -91,6 +93,7 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
         split=args.split,
         epoch=args.epoch,
         as_json=args.json,
+        tokenizer=args.tokenizer,
         stream=sys.stdout,
     )
 
@@ -107,14 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("extract", "read raw sources, clean them and split documents into sentences")
-    p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="files or folders (or pkg:NAME/path)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (documents.jsonl + manifest.json)")
+    p.add_argument(
+        "--input", nargs="+", required=True, metavar="PATH", help="files or folders (or pkg:NAME/path)"
+    )
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (documents.jsonl + manifest.json)"
+    )
     add_config_args(p, SourceConfig, skip=("inputs",))
     p.set_defaults(func=_cmd_extract)
 
     p = add("tokenizer", "train a WordPiece (BERT) or byte-level BPE (GPT) tokenizer")
-    p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="raw sources or an extract folder")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (tokenizer.json + manifest.json)")
+    p.add_argument(
+        "--input", nargs="+", required=True, metavar="PATH", help="raw sources or an extract folder"
+    )
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (tokenizer.json + manifest.json)"
+    )
     p.add_argument("--format", default="auto", choices=["auto", "text", "jsonl", "wiki", "hf"])
     p.add_argument("--text-field", default="text", help="JSONL / datasets field holding the text")
     add_config_args(p, TokenizerConfig, skip=("path",))
@@ -152,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", choices=["train", "valid"])
     p.add_argument("--epoch", type=int, default=0, help="epoch whose dynamic masks are shown")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--tokenizer", metavar="PATH", help="check the data was built with this tokenizer")
     p.set_defaults(func=_cmd_inspect)
     return parser
 
@@ -180,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         where = f" ({Path(exc.filename)})" if isinstance(exc, OSError) and exc.filename else ""
-        print(f"error: {type(exc).__name__}{where}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"error: {type(exc).__name__}{where}: {exc} (run with --debug for the traceback)", file=sys.stderr
+        )
         return 1
     return 0
 

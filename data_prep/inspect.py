@@ -26,11 +26,20 @@ def sample_indices(n_total: int, n: int, seed: int) -> list[int]:
 
 
 def iter_samples(
-    folder: str | Path, *, n: int = 5, seed: int = 0, split: str = "train", epoch: int = 0
+    folder: str | Path,
+    *,
+    n: int = 5,
+    seed: int = 0,
+    split: str = "train",
+    epoch: int = 0,
+    tokenizer: str | Path | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Yield ``n`` samples as JSON-ready dicts: integer lists plus ``tokens`` as strings."""
+    """Yield ``n`` samples as JSON-ready dicts: integer lists plus ``tokens`` as strings.
+
+    ``tokenizer``, when given, is checked against the one the data was built with (the manifest's hash).
+    """
     folder = Path(folder)
-    ds = open_dataset(folder, split, seed=seed)
+    ds = open_dataset(folder, split, seed=seed, tokenizer=tokenizer)
     if len(ds) == 0:
         raise UserError(f"{folder}: the {split!r} split holds no samples")
     tok = load_tokenizer(folder)
@@ -93,11 +102,12 @@ def inspect(
     split: str = "train",
     epoch: int = 0,
     as_json: bool = False,
+    tokenizer: str | Path | None = None,
     stream: TextIO,
 ) -> None:
     """Write ``n`` samples of ``folder`` to ``stream`` as text or JSON lines."""
     tok = load_tokenizer(folder)
-    for record in iter_samples(folder, n=n, seed=seed, split=split, epoch=epoch):
+    for record in iter_samples(folder, n=n, seed=seed, split=split, epoch=epoch, tokenizer=tokenizer):
         if as_json:
             stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
