@@ -47,7 +47,11 @@ def add_config_args(
         help_text = docs.get(f.name, "").replace("%", "%%").replace("\n", " ")
         if default is not None and default != []:
             help_text += f" (default: {default})"
-        kwargs: dict[str, Any] = {"dest": _dest(prefix, f.name), "default": argparse.SUPPRESS, "help": help_text}
+        kwargs: dict[str, Any] = {
+            "dest": _dest(prefix, f.name),
+            "default": argparse.SUPPRESS,
+            "help": help_text,
+        }
         origin = get_origin(tp)
         args = [a for a in get_args(tp) if a is not type(None)]
         if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:

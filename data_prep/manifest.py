@@ -79,7 +79,9 @@ def read_manifest(folder: str | Path, stage: str | tuple[str, ...] | None = None
         raise UserError(f"{path}: not valid JSON ({exc})") from None
     version = data.get("format_version")
     if version != FORMAT_VERSION:
-        raise UserError(f"{path}: format_version {version!r}, this code reads {FORMAT_VERSION}; rebuild the folder")
+        raise UserError(
+            f"{path}: format_version {version!r}, this code reads {FORMAT_VERSION}; rebuild the folder"
+        )
     if stage is not None:
         stages = (stage,) if isinstance(stage, str) else stage
         if data.get("stage") not in stages:

@@ -94,7 +94,9 @@ def run_recipe(recipe: DataRecipe, *, force: bool = False, progress: bool = True
         shards,
         _fingerprint(asdict(recipe.shards), [docs, tok_dir]),
         force,
-        lambda: tokenize_to_shards(docs, tok_dir / "tokenizer.json", shards, recipe.shards, progress=progress),
+        lambda: tokenize_to_shards(
+            docs, tok_dir / "tokenizer.json", shards, recipe.shards, progress=progress
+        ),
     )
 
     if recipe.bert is not None:
