@@ -1,0 +1,430 @@
+"""Tokenized documents in memory-mapped, Megatron-style indexed shards, split into ``train/`` and ``valid/``.
+
+A split folder holds ``shard_00000.bin`` / ``shard_00000.idx`` pairs:
+
+* ``.bin``: every token of the shard, back to back, raw little-endian ``uint16`` (vocab <= 65535) or ``uint32``.
+* ``.idx``: header ``b"BGSHARD1"``, then ``uint64`` dtype code (the token size in bytes: 2 or 4), ``n_docs``,
+  ``n_sentences``; then ``int64 sentence_offsets[n_sentences + 1]`` (token offsets into ``.bin``) and
+  ``int64 doc_offsets[n_docs + 1]`` (sentence offsets).
+
+Readers memory-map both files, so opening a 50 GB corpus costs nothing and pages come in as they are read.
+Writing streams each document's tokens straight to the open ``.bin``; only the current shard's index arrays
+stay in memory, so memory is bounded by ``shard_tokens`` and the batches in flight, never by the corpus.
+
+Tokenizing runs in worker processes; results are written in input order, so the output is byte-identical
+whatever the number of workers. The train/valid split hashes ``(seed, document index)`` (index in
+``documents.jsonl``): it does not depend on workers, batch size or the tokenizer.
+
+An empty split is still written as one shard of zero documents, so readers can always open both splits. When
+``valid_fraction > 0`` but no document landed in ``valid`` (a tiny corpus), no document is moved there behind the
+user's back: the manifest's ``"warnings"`` says so and a ``UserWarning`` is raised.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import warnings
+from array import array
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from data_prep.config import ShardConfig
+from data_prep.errors import UserError
+from data_prep.manifest import MANIFEST, SkipLog, file_entry, read_manifest, sha256_file, write_manifest
+from data_prep.tokenizer import TOKENIZER_FILE, load_tokenizer, tokenizer_info
+from data_prep.tokenizer import tokenizer_path as _tokenizer_file
+
+MAGIC = b"BGSHARD1"
+HEADER_BYTES = len(MAGIC) + 3 * 8
+_DTYPES = {2: np.dtype("<u2"), 4: np.dtype("<u4")}
+SPLITS = ("train", "valid")
+
+
+def dtype_for_vocab(vocab_size: int) -> np.dtype:
+    """The smallest token dtype that holds every id: ``uint16`` halves the disk and page-cache cost."""
+    return _DTYPES[2] if vocab_size <= 65535 else _DTYPES[4]
+
+
+def _shard_name(i: int) -> str:
+    return f"shard_{i:05d}"
+
+
+class ShardWriter:
+    """Appends documents (lists of sentence token arrays) to ``shard_NNNNN.{bin,idx}`` files in ``out_dir``.
+
+    Stale ``shard_*`` files in ``out_dir`` are removed first: a reader globs the folder, and leftovers from an
+    earlier, longer run would otherwise be read as part of this one.
+    """
+
+    def __init__(self, out_dir: str | Path, dtype: np.dtype, shard_tokens: int) -> None:
+        self.out_dir = Path(out_dir)
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+        if self.dtype.itemsize not in _DTYPES or self.dtype.kind != "u":
+            raise ValueError(f"token dtype must be uint16 or uint32, got {dtype}")
+        if shard_tokens < 1:
+            raise UserError(f"shard_tokens must be at least 1, got {shard_tokens}")
+        self.shard_tokens = shard_tokens
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*self.out_dir.glob("shard_*.bin"), *self.out_dir.glob("shard_*.idx")]:
+            stale.unlink()
+        self._max_id = np.iinfo(self.dtype).max
+        self._shards: list[dict[str, Any]] = []
+        self._bin = None
+        self._sent: array = array("q")
+        self._docs: array = array("q")
+
+    def _open(self) -> None:
+        path = self.out_dir / f"{_shard_name(len(self._shards))}.bin"
+        self._bin = open(path, "wb", buffering=1 << 20)  # noqa: SIM115 (stays open across add_document calls)
+        self._sent, self._docs = array("q", [0]), array("q", [0])
+
+    def _finish(self) -> None:
+        """Close the open ``.bin`` and write its index."""
+        assert self._bin is not None
+        self._bin.close()
+        self._bin = None
+        name = _shard_name(len(self._shards))
+        n_docs, n_sents = len(self._docs) - 1, len(self._sent) - 1
+        header = MAGIC + np.array([self.dtype.itemsize, n_docs, n_sents], dtype="<u8").tobytes()
+        with open(self.out_dir / f"{name}.idx", "wb") as f:
+            f.write(header)
+            f.write(np.frombuffer(self._sent, dtype=np.int64).astype("<i8").tobytes())
+            f.write(np.frombuffer(self._docs, dtype=np.int64).astype("<i8").tobytes())
+        self._shards.append(
+            {"name": name, "documents": n_docs, "sentences": n_sents, "tokens": self._sent[-1]}
+        )
+
+    def add_document(self, sentences: list[np.ndarray]) -> None:
+        """Append one document; its tokens go to disk now. A full shard is closed (documents never span shards)."""
+        arrays = [np.asarray(s).reshape(-1) for s in sentences]
+        tokens = np.concatenate(arrays) if arrays else np.zeros(0, dtype=self.dtype)
+        if tokens.size and (tokens.min() < 0 or tokens.max() > self._max_id):
+            raise ValueError(f"token ids must lie in [0, {self._max_id}] for {self.dtype.name} shards")
+        if self._bin is None:
+            self._open()
+        self._bin.write(tokens.astype(self.dtype, copy=False).tobytes())
+        end = self._sent[-1]
+        for a in arrays:
+            end += a.size
+            self._sent.append(end)
+        self._docs.append(len(self._sent) - 1)
+        if end >= self.shard_tokens:
+            self._finish()
+
+    def close(self) -> list[dict[str, Any]]:
+        """Finish the last shard; returns ``{"name", "documents", "sentences", "tokens"}`` per shard.
+
+        A writer that got no document still writes one empty shard, so the folder reads as a split of 0 documents.
+        """
+        if self._bin is not None or not self._shards:
+            if self._bin is None:
+                self._open()
+            self._finish()
+        return list(self._shards)
+
+
+class _Shard:
+    """One memory-mapped ``.bin``/``.idx`` pair, validated against its header."""
+
+    def __init__(self, bin_path: Path) -> None:
+        idx_path = bin_path.with_suffix(".idx")
+        if not idx_path.is_file():
+            raise UserError(f"{idx_path}: index missing for {bin_path.name}")
+        size = idx_path.stat().st_size
+        with open(idx_path, "rb") as f:
+            head = f.read(HEADER_BYTES)
+        if len(head) < HEADER_BYTES or head[: len(MAGIC)] != MAGIC:
+            raise UserError(f"{idx_path}: not a shard index (bad header); rebuild the shards")
+        code, n_docs, n_sents = (int(x) for x in np.frombuffer(head, dtype="<u8", offset=len(MAGIC)))
+        if code not in _DTYPES:
+            raise UserError(f"{idx_path}: unknown token dtype code {code}; rebuild the shards")
+        expected = HEADER_BYTES + 8 * (n_sents + 1) + 8 * (n_docs + 1)
+        if size != expected:
+            raise UserError(
+                f"{idx_path}: {size} bytes, header says {expected} (truncated or corrupt); rebuild"
+            )
+        self.dtype = _DTYPES[code]
+        # One map of the whole index, viewed as the two offset arrays (the header keeps them 8-byte aligned).
+        idx = np.memmap(idx_path, dtype=np.uint8, mode="r")
+        split = HEADER_BYTES + 8 * (n_sents + 1)
+        self.sent, self.docs = idx[HEADER_BYTES:split].view("<i8"), idx[split:].view("<i8")
+        n_tokens = int(self.sent[-1])
+        bin_size = bin_path.stat().st_size
+        # Ends and sizes only: a full scan would read the whole index at every open; checksums cover the rest.
+        ok = self.sent[0] == 0 and self.docs[0] == 0 and self.docs[-1] == n_sents
+        if not ok or bin_size != n_tokens * self.dtype.itemsize:
+            raise UserError(
+                f"{idx_path}: offsets do not match {bin_path.name} ({bin_size} bytes); rebuild the shards"
+            )
+        # np.memmap refuses empty files; an empty shard is a valid split of zero documents.
+        self.tokens = np.memmap(bin_path, dtype=self.dtype, mode="r") if n_tokens else np.zeros(0, self.dtype)
+        self.n_docs, self.n_sents, self.n_tokens = n_docs, n_sents, n_tokens
+
+
+class IndexedShards:
+    """A split folder (``shard_*.bin``/``.idx``) seen as one sequence of documents, all memory-mapped."""
+
+    def __init__(self, split_dir: str | Path) -> None:
+        self.split_dir = Path(split_dir)
+        if not self.split_dir.is_dir():
+            raise UserError(f"{self.split_dir}: shard folder not found")
+        bins = sorted(self.split_dir.glob("shard_*.bin"))
+        if not bins:
+            raise UserError(f"{self.split_dir}: no shard_*.bin files here; run the shards stage first")
+        self._shards = [_Shard(b) for b in bins]
+        dtypes = {s.dtype for s in self._shards}
+        if len(dtypes) > 1:
+            raise UserError(f"{self.split_dir}: shards mix token dtypes {sorted(d.name for d in dtypes)}")
+        self.dtype: np.dtype = self._shards[0].dtype
+        self._doc_starts = np.cumsum([0] + [s.n_docs for s in self._shards])
+        self.num_documents: int = int(self._doc_starts[-1])
+        self.num_sentences: int = sum(s.n_sents for s in self._shards)
+        self.num_tokens: int = sum(s.n_tokens for s in self._shards)
+
+    def __len__(self) -> int:
+        return self.num_documents
+
+    def _locate(self, i: int) -> tuple[_Shard, int, int]:
+        """Shard of document ``i`` and the document's sentence range in it."""
+        if not 0 <= i < self.num_documents:
+            raise IndexError(f"document {i} out of range (0..{self.num_documents - 1})")
+        k = int(np.searchsorted(self._doc_starts, i, side="right")) - 1
+        shard = self._shards[k]
+        j = i - int(self._doc_starts[k])
+        return shard, int(shard.docs[j]), int(shard.docs[j + 1])
+
+    def document_sentences(self, i: int) -> list[np.ndarray]:
+        """The sentences of document ``i`` as views into the memory map."""
+        shard, s0, s1 = self._locate(i)
+        offs = np.asarray(shard.sent[s0 : s1 + 1]).tolist()
+        return [shard.tokens[a:b] for a, b in zip(offs[:-1], offs[1:])]
+
+    def document_tokens(self, i: int) -> np.ndarray:
+        """All tokens of document ``i`` (one contiguous view)."""
+        shard, s0, s1 = self._locate(i)
+        return shard.tokens[int(shard.sent[s0]) : int(shard.sent[s1])]
+
+    def sentence_lengths(self, i: int) -> np.ndarray:
+        """Token count of each sentence of document ``i``."""
+        shard, s0, s1 = self._locate(i)
+        return np.diff(np.asarray(shard.sent[s0 : s1 + 1]))
+
+    def iter_documents(self) -> Iterator[np.ndarray]:
+        """Every document's tokens in order, shard by shard (one index lookup per shard, not per document)."""
+        for shard in self._shards:
+            bounds = np.asarray(shard.sent[np.asarray(shard.docs)]).tolist()
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                yield shard.tokens[a:b]
+
+
+def open_split(shards_dir: str | Path, split: str) -> IndexedShards:
+    """``IndexedShards`` of ``shards_dir/train`` or ``shards_dir/valid``."""
+    if split not in SPLITS:
+        raise UserError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    return IndexedShards(Path(shards_dir) / split)
+
+
+_M64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def split_of(doc_index: int, seed: int, valid_fraction: float) -> str:
+    """``"valid"`` or ``"train"`` for a document: a hash of ``(seed, index)``, uniform in [0, 1), vs the fraction.
+
+    Independent per document, so streaming needs no look-ahead and any worker count gives the same split.
+    """
+    h = _splitmix64(_splitmix64(seed & _M64) ^ (doc_index & _M64))
+    return "valid" if (h >> 11) * (1.0 / (1 << 53)) < valid_fraction else "train"
+
+
+class _Encoder:
+    """Encodes batches of documents with one tokenizer; lives once per worker process (or in-process)."""
+
+    def __init__(self, tok_file: str, kind: str) -> None:
+        self.tok = load_tokenizer(tok_file)
+        self.strip = kind == "wordpiece"  # BERT pieces carry no whitespace; BPE keeps it so text round-trips
+        self.unk_id = self.tok.token_to_id("[UNK]") if kind == "wordpiece" else None
+
+    def encode(self, docs: list[tuple[str, list[str]]]) -> tuple[list[np.ndarray | None], dict, int]:
+        """Per document: its non-empty sentences' tokens (``None`` when nothing is left); skips; UNK count."""
+        flat = [s.strip() if self.strip else s for _, sents in docs for s in sents]
+        encoded = self.tok.encode_batch(flat, add_special_tokens=False) if flat else []
+        skips, unk, out, k = SkipLog(), 0, [], 0
+        for source, sents in docs:
+            kept = []
+            for e in encoded[k : k + len(sents)]:
+                if ids := e.ids:
+                    kept.append(np.asarray(ids, dtype=np.uint32))
+                else:
+                    skips.add("empty_sentence", source)
+            k += len(sents)
+            if self.unk_id is not None:
+                unk += sum(int((a == self.unk_id).sum()) for a in kept)
+            if not kept:
+                skips.add("empty_document", source)
+            out.append(kept or None)
+        return out, skips.to_dict(), unk
+
+
+_WORKER: _Encoder | None = None
+
+
+def _init_worker(tok_file: str, kind: str) -> None:
+    # One Rust thread pool per process would oversubscribe the cores the pool already uses.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    global _WORKER
+    _WORKER = _Encoder(tok_file, kind)
+
+
+def _work(docs: list[tuple[str, list[str]]]) -> tuple[list[np.ndarray | None], dict, int]:
+    assert _WORKER is not None
+    return _WORKER.encode(docs)
+
+
+def _batches(documents: Iterator[dict], size: int) -> Iterator[list[tuple[str, list[str]]]]:
+    batch: list[tuple[str, list[str]]] = []
+    for doc in documents:
+        batch.append((str(doc.get("source", "")), list(doc["sentences"])))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _encoded(batches: Iterator[list], tok_file: str, kind: str, workers: int) -> Iterator[tuple[Any, int]]:
+    """``(encode result, documents in batch)`` in input order, from ``workers`` processes.
+
+    At most ``2 * workers`` batches are in flight (``apply_async`` + a deque): ``Pool.imap`` would read the whole
+    input ahead and hold it in memory. Spawned, not forked: forking after tokenizers or tqdm started threads
+    can deadlock.
+    """
+    if workers == 1:
+        encoder = _Encoder(tok_file, kind)
+        for batch in batches:
+            yield encoder.encode(batch), len(batch)
+        return
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(tok_file, kind)) as pool:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append((pool.apply_async(_work, (batch,)), len(batch)))
+            if len(pending) >= 2 * workers:
+                result, n = pending.popleft()
+                yield result.get(), n
+        while pending:
+            result, n = pending.popleft()
+            yield result.get(), n
+
+
+def _cpu_count() -> int:
+    """Cores this process may use (a Slurm job or container may get fewer than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def tokenize_to_shards(
+    documents_dir: str | Path,
+    tokenizer_path: str | Path,
+    out_dir: str | Path,
+    cfg: ShardConfig,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Tokenize a documents folder into ``out_dir/{train,valid}`` shards; writes and returns the manifest."""
+    from data_prep.extract import read_documents  # imported late: the extract stage is optional for readers
+
+    documents_dir, out_dir = Path(documents_dir), Path(out_dir)
+    if not 0.0 <= cfg.valid_fraction < 1.0:
+        raise UserError(f"valid_fraction must be in [0, 1), got {cfg.valid_fraction}")
+    if cfg.batch_documents < 1:
+        raise UserError(f"batch_documents must be at least 1, got {cfg.batch_documents}")
+    doc_manifest = read_manifest(documents_dir, "documents")
+    tok_file = _tokenizer_file(tokenizer_path)
+    info = tokenizer_info(tok_file)
+    dtype = dtype_for_vocab(info["vocab_size"])
+    workers = cfg.workers if cfg.workers > 0 else _cpu_count()
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST).unlink(missing_ok=True)  # a half-written folder must not look finished
+    writers = {s: ShardWriter(out_dir / s, dtype, cfg.shard_tokens) for s in SPLITS}
+    skips, unk, doc_index = SkipLog(), 0, 0
+    total = (doc_manifest.get("counts") or {}).get("documents")
+    # disable=None: draw only on a terminal, so logs and one-line CLI errors stay clean.
+    total = total if isinstance(total, int) else None
+    bar = tqdm(total=total, unit="doc", desc="shards", disable=None if progress else True)
+
+    batches = _batches(read_documents(documents_dir), cfg.batch_documents)
+    try:
+        for (docs, batch_skips, batch_unk), n in _encoded(batches, str(tok_file), info["kind"], workers):
+            # Results come in input order, so the split and the shard layout never depend on workers.
+            for sentences in docs:
+                if sentences is not None:
+                    writers[split_of(doc_index, cfg.seed, cfg.valid_fraction)].add_document(sentences)
+                doc_index += 1
+            skips.merge(batch_skips)
+            unk += batch_unk
+            bar.update(n)
+    finally:
+        bar.close()
+    shard_lists = {s: w.close() for s, w in writers.items()}
+
+    keys = ("documents", "sentences", "tokens")
+    splits = {s: {**{k: sum(x[k] for x in sh) for k in keys}, "shards": sh} for s, sh in shard_lists.items()}
+    written = splits["train"]["documents"] + splits["valid"]["documents"]
+    if doc_index == 0:
+        raise UserError(f"{documents_dir}: no documents to tokenize")
+    if written == 0:
+        raise UserError(
+            f"{documents_dir}: no document produced any token ({skips.count('empty_document')} empty)"
+        )
+    notes = []
+    if cfg.valid_fraction > 0 and splits["valid"]["documents"] == 0:
+        notes.append(
+            f"valid split is empty: none of {written} documents fell under valid_fraction={cfg.valid_fraction} "
+            "(tiny corpus); raise valid_fraction to get a validation set"
+        )
+    if splits["train"]["documents"] == 0:
+        notes.append(f"train split is empty: all {written} documents went to valid; lower valid_fraction")
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+
+    shutil.copyfile(tok_file, out_dir / TOKENIZER_FILE)
+    files = [
+        out_dir / s / f"{x['name']}{ext}" for s in SPLITS for x in shard_lists[s] for ext in (".bin", ".idx")
+    ]
+    files.append(out_dir / TOKENIZER_FILE)
+    fields: dict[str, Any] = {
+        "documents_manifest": {
+            "path": str((documents_dir / MANIFEST).resolve()),
+            "sha256": sha256_file(documents_dir / MANIFEST),
+        },
+        "tokenizer": info,
+        "dtype": dtype.name,
+        "settings": asdict(cfg),
+        "counts": {
+            "documents_read": doc_index,
+            **{k: splits["train"][k] + splits["valid"][k] for k in keys},
+            "unk_tokens": unk,
+        },
+        "splits": splits,
+        "skipped": skips.to_dict(),
+        "warnings": notes,
+        "files": [file_entry(f, out_dir) for f in files],
+    }
+    write_manifest(out_dir, "shards", **fields)
+    return read_manifest(out_dir, "shards")
