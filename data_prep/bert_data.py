@@ -257,7 +257,9 @@ def _build_split(
             )
         return counts
 
-    bar = tqdm(total=n_docs * cfg.dupe_factor, unit="doc", desc=f"bert {split}", disable=not progress)
+    bar = tqdm(
+        total=n_docs * cfg.dupe_factor, unit="doc", desc=f"bert {split}", disable=None if progress else True
+    )
     with bar:
         for dupe in range(cfg.dupe_factor):
             pair_rng = random.Random(cfg.seed + dupe)

@@ -52,7 +52,9 @@ def extract(cfg: SourceConfig, out_dir: str | Path, progress: bool = True) -> di
     min_doc = max(cfg.min_document_chars, 1)
     try:
         with open(tmp, "w", encoding="utf-8", newline="\n") as out:
-            docs = tqdm(iter_documents(cfg, skips), unit="doc", desc="extract", disable=not progress)
+            docs = tqdm(
+                iter_documents(cfg, skips), unit="doc", desc="extract", disable=None if progress else True
+            )
             for doc in docs:
                 text = clean_text(doc.text)
                 if len(text) < min_doc:

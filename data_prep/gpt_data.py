@@ -82,7 +82,7 @@ def pack_gpt_windows(
         n_tokens = 0
         with (
             open(path, "wb") as f,
-            tqdm(total=n_docs, unit="doc", desc=f"gpt {split}", disable=not progress) as bar,
+            tqdm(total=n_docs, unit="doc", desc=f"gpt {split}", disable=None if progress else True) as bar,
         ):
             documents = docs.iter_documents() if docs is not None else iter(())
             for packed in pack_documents(documents, eot_id):

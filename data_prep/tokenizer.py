@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -64,7 +65,7 @@ def _build(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
             min_frequency=cfg.min_frequency,
             special_tokens=specials,
             continuing_subword_prefix="##",
-            show_progress=True,
+            show_progress=sys.stderr.isatty(),
         )
     else:
         tok = Tokenizer(models.BPE())
@@ -75,7 +76,7 @@ def _build(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
             min_frequency=cfg.min_frequency,
             special_tokens=specials,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=True,
+            show_progress=sys.stderr.isatty(),
         )
     return tok, trainer
 

@@ -180,7 +180,9 @@ def test_invalid_utf8_is_counted_not_fatal(tmp_path: Path) -> None:
 
 
 def test_vocab_smaller_than_specials(tmp_path: Path, small_corpus: Path) -> None:
-    proc = cli("tokenizer", "--input", str(small_corpus), "--kind", "wordpiece", "--vocab-size", "3", "--out", "x")
+    proc = cli(
+        "tokenizer", "--input", str(small_corpus), "--kind", "wordpiece", "--vocab-size", "3", "--out", "x"
+    )
     assert_one_line_error(proc, "vocab")
 
 
@@ -192,7 +194,17 @@ def test_unknown_recipe_key(tmp_path: Path) -> None:
 
 def test_data_read_with_another_tokenizer(tmp_path: Path, bert_run: Path, small_corpus: Path) -> None:
     other = tmp_path / "other_tok"
-    proc = cli("tokenizer", "--input", str(small_corpus), "--kind", "wordpiece", "--vocab-size", "900", "--out", str(other))
+    proc = cli(
+        "tokenizer",
+        "--input",
+        str(small_corpus),
+        "--kind",
+        "wordpiece",
+        "--vocab-size",
+        "900",
+        "--out",
+        str(other),
+    )
     assert proc.returncode == 0, proc.stderr
     proc = cli("inspect", str(bert_run / "bert"), "--tokenizer", str(other))
     assert_one_line_error(proc, "tokenizer")

@@ -9,12 +9,13 @@ import pytest
 
 from data_prep.config import DataRecipe, TokenizerConfig
 from data_prep.recipe import RecipeError, apply_overrides, field_docs, from_dict, load
+from pipeline.models.config import ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
 
 # Which dataclass reads which folder of recipes/. A recipe in a folder not listed here fails the test.
-RECIPE_CLASSES = {"data": DataRecipe}
+RECIPE_CLASSES = {"data": DataRecipe, "models": ModelConfig}
 
 
 def _recipe_class(path: Path) -> type:
@@ -71,7 +72,9 @@ def test_wrong_type_and_bad_choice_are_errors(tmp_path: Path) -> None:
 
 
 def test_yaml_ints_become_floats_and_nested_sections_build() -> None:
-    cfg = from_dict(DataRecipe, {"out_dir": "o", "shards": {"valid_fraction": 0}, "bert": {"masking": {}}}, "r")
+    cfg = from_dict(
+        DataRecipe, {"out_dir": "o", "shards": {"valid_fraction": 0}, "bert": {"masking": {}}}, "r"
+    )
     assert cfg.shards.valid_fraction == 0.0 and isinstance(cfg.shards.valid_fraction, float)
     assert cfg.bert is not None and cfg.bert.masking.mlm_probability == 0.15
     assert cfg.gpt is None
