@@ -1,0 +1,1 @@
+"""LightningModules: pretraining and fine-tuning tasks."""
