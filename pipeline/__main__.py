@@ -43,15 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="pretrain BERT or GPT from a recipe")
     p.add_argument("--config", required=True, metavar="RECIPE", help="recipes/<name>.yaml")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. trainer.max_steps=100 optim.lr=3e-4")
-    p.add_argument("--resume", metavar="PATH|auto", help="a checkpoint, or auto = the latest in the run folder")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. trainer.max_steps=100 optim.lr=3e-4"
+    )
+    p.add_argument(
+        "--resume", metavar="PATH|auto", help="a checkpoint, or auto = the latest in the run folder"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_pretrain)
 
-    p = sub.add_parser("consolidate", help="turn a (ZeRO-sharded) checkpoint into a safetensors release folder")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file/folder, or a run folder (newest)")
+    p = sub.add_parser(
+        "consolidate", help="turn a (ZeRO-sharded) checkpoint into a safetensors release folder"
+    )
+    p.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="a checkpoint file/folder, or a run folder (newest)"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="release folder to write")
-    p.add_argument("--tokenizer", metavar="PATH", help="tokenizer.json (default: from the recipe's data folder)")
+    p.add_argument(
+        "--tokenizer", metavar="PATH", help="tokenizer.json (default: from the recipe's data folder)"
+    )
     p.set_defaults(func=_cmd_consolidate)
     return parser
 
@@ -66,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         args.func(args)

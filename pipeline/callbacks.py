@@ -118,7 +118,9 @@ class Throughput(L.Callback):
         self._t0: float | None = None
         self._last_step = -1
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int
+    ) -> None:
         if self._t0 is None:
             self._t0 = time.perf_counter()
 

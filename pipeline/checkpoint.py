@@ -36,7 +36,9 @@ def checkpoint_step(path: str | Path) -> int | None:
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Checkpoints of a run, oldest first (files or DeepSpeed folders, plus Slurm's ``hpc_ckpt_N.ckpt``)."""
     folder = Path(run_dir) / CHECKPOINTS
-    found = [p for p in folder.glob("step-*.ckpt") if checkpoint_step(p) is not None] if folder.is_dir() else []
+    found = (
+        [p for p in folder.glob("step-*.ckpt") if checkpoint_step(p) is not None] if folder.is_dir() else []
+    )
     found.sort(key=lambda p: checkpoint_step(p) or 0)
     return found
 
@@ -137,7 +139,9 @@ def consolidate(checkpoint: str | Path, out_dir: str | Path, *, tokenizer: str |
     missing, unexpected = model.load_state_dict(weights, strict=False)
     missing = [k for k in missing if not _is_tied_alias(model, k)]
     if missing or unexpected:
-        raise UserError(f"{checkpoint}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise UserError(
+            f"{checkpoint}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     if tokenizer is None and recipe.get("data", {}).get("path"):
         tokenizer = Path(recipe["data"]["path"])
     return write_release(model, model_cfg, out_dir, tokenizer=tokenizer, recipe=recipe)

@@ -43,7 +43,9 @@ def run_demo(out_root: Path, samples: int = 2, force: bool = False) -> dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=str(ROOT / "runs" / "demo"), help="output folder (default: runs/demo)")
+    parser.add_argument(
+        "--out", default=str(ROOT / "runs" / "demo"), help="output folder (default: runs/demo)"
+    )
     parser.add_argument("--samples", type=int, default=2, help="samples to show per dataset")
     parser.add_argument("--force", action="store_true", help="re-run stages that are up to date")
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@
 ``CPUDeepSpeedStrategy`` is Lightning's ``DeepSpeedStrategy`` without its CUDA-only check, so ZeRO runs on CPU
 processes over gloo (``DS_ACCELERATOR=cpu``); on GPUs it is the stock strategy. ``RecipeCheckpoint`` is
 ``ModelCheckpoint`` that writes the resolved recipe beside every checkpoint it keeps (``*.recipe.yaml``, or
-``recipe.yaml`` inside a DeepSpeed checkpoint folder) and deletes it with the checkpoint.
+``recipe.yaml`` inside a DeepSpeed checkpoint folder) and keeps only the newest ``keep_last`` checkpoints.
 """
 
 from __future__ import annotations
@@ -42,14 +42,36 @@ def sidecar(checkpoint: str | Path) -> Path:
 class RecipeCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that saves the resolved recipe beside each checkpoint."""
 
-    def __init__(self, recipe: dict[str, Any], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.recipe = recipe
+    def __init__(self, recipe: dict[str, Any], *, keep_last: int, **kwargs: Any) -> None:
+        # Lightning keeps every checkpoint; we prune to the newest ``keep_last`` by step number ourselves, which
+        # also holds across resumes and Slurm requeues (Lightning's top-k memory does not).
+        super().__init__(save_top_k=-1, **kwargs)
+        self.recipe, self.keep_last = recipe, keep_last
 
     def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         if trainer.is_global_zero:
             sidecar(filepath).write_text(yaml.safe_dump(self.recipe, sort_keys=False))
+            self._prune(Path(filepath))
+
+    def _prune(self, newest: Path) -> None:
+        from pipeline.checkpoint import checkpoint_step
+
+        folder = newest.parent
+        found = sorted(
+            (p for p in folder.glob("step-*.ckpt") if checkpoint_step(p) is not None),
+            key=lambda p: checkpoint_step(p) or 0,
+        )
+        for old in found[: max(len(found) - self.keep_last, 0)]:
+            side = sidecar(old)
+            if old.is_dir():
+                import shutil
+
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+            if side.is_file():
+                side.unlink()
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         # Also keep the final state when max_steps is not a multiple of every_n_train_steps.
@@ -57,9 +79,3 @@ class RecipeCheckpoint(ModelCheckpoint):
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
             self._last_global_step_saved = trainer.global_step
         super().on_train_end(trainer, pl_module)
-
-    def _remove_checkpoint(self, trainer: Any, filepath: str) -> None:
-        side = sidecar(filepath)
-        super()._remove_checkpoint(trainer, filepath)
-        if trainer.is_global_zero and side.is_file() and not Path(filepath).exists():
-            side.unlink()

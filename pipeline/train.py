@@ -79,7 +79,9 @@ def wandb_mode(mode: str) -> str:
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
     netrc = Path.home() / ".netrc"
-    has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or (
+        netrc.is_file() and "api.wandb.ai" in netrc.read_text()
+    )
     return "online" if has_key else "offline"
 
 
@@ -127,7 +129,11 @@ def peak_flops(recipe: PretrainRecipe, gpu: bool) -> float | None:
 
     if recipe.logging.peak_flops:
         return recipe.logging.peak_flops
-    precision = "bf16" if "bf16" in recipe.trainer.precision else ("fp16" if "16" in recipe.trainer.precision else "fp32")
+    precision = (
+        "bf16"
+        if "bf16" in recipe.trainer.precision
+        else ("fp16" if "16" in recipe.trainer.precision else "fp32")
+    )
     if gpu:
         return peak_flops_for(torch.cuda.get_device_name(0), precision)
     return estimate_cpu_peak_flops()
@@ -161,7 +167,9 @@ def pretrain(recipe: PretrainRecipe, *, resume: str | None = None, progress: boo
     world = devices * num_nodes
     accum = grad_accumulation(tc.global_batch_size, tc.micro_batch_size, world)
     if recipe.optim.name == "lamb" and tc.strategy == "deepspeed":
-        log.warning("LAMB under ZeRO computes trust ratios per shard, not per tensor; prefer adamw with deepspeed")
+        log.warning(
+            "LAMB under ZeRO computes trust ratios per shard, not per tensor; prefer adamw with deepspeed"
+        )
 
     ckpt_path = resolve_resume(resume, run_dir)
     resume_step = checkpoint_step(ckpt_path) if ckpt_path is not None else None
@@ -169,7 +177,11 @@ def pretrain(recipe: PretrainRecipe, *, resume: str | None = None, progress: boo
     L.seed_everything(tc.seed, workers=True, verbose=False)
 
     dm = PretrainDataModule(
-        recipe.data, model_cfg, micro_batch_size=tc.micro_batch_size, grad_accumulation=accum, val_batches=tc.val_batches
+        recipe.data,
+        model_cfg,
+        micro_batch_size=tc.micro_batch_size,
+        grad_accumulation=accum,
+        val_batches=tc.val_batches,
     )
     dm.setup("fit")  # fail on a data/model mismatch before any process group starts
     module = PretrainModule(model_cfg, recipe.optim, max_steps=tc.max_steps, seed=tc.seed, recipe=recipe_dict)
@@ -186,9 +198,7 @@ def pretrain(recipe: PretrainRecipe, *, resume: str | None = None, progress: boo
             filename="step-{step:07d}",
             auto_insert_metric_name=False,
             every_n_train_steps=recipe.checkpoint.every_n_steps,
-            save_top_k=recipe.checkpoint.keep_last,
-            monitor="step",  # ModelCheckpoint always knows the step: keep the newest keep_last
-            mode="max",
+            keep_last=recipe.checkpoint.keep_last,
             save_on_train_epoch_end=False,
         ),
         Throughput(fpt, peak_flops(recipe, gpu), tc.log_every_n_steps),

@@ -9,17 +9,19 @@ import pytest
 
 from data_prep.config import DataRecipe, TokenizerConfig
 from data_prep.recipe import RecipeError, apply_overrides, field_docs, from_dict, load
+from pipeline.config import PretrainRecipe
 from pipeline.models.config import ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
 
 # Which dataclass reads which folder of recipes/. A recipe in a folder not listed here fails the test.
-RECIPE_CLASSES = {"data": DataRecipe, "models": ModelConfig}
+RECIPE_CLASSES = {"data": DataRecipe, "models": ModelConfig, ".": PretrainRecipe}
 
 
 def _recipe_class(path: Path) -> type:
-    folder = path.relative_to(ROOT / "recipes").parts[0]
+    parts = path.relative_to(ROOT / "recipes").parts
+    folder = parts[0] if len(parts) > 1 else "."
     assert folder in RECIPE_CLASSES, f"{path}: no config dataclass is registered for recipes/{folder}/"
     return RECIPE_CLASSES[folder]
 

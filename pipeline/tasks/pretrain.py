@@ -104,7 +104,6 @@ class PretrainModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-
 def perplexity(loss: float) -> float:
     """exp(loss), capped to stay finite."""
     return math.exp(min(loss, 20.0))

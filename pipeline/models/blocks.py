@@ -1,0 +1,177 @@
+"""The Transformer block that BERT and GPT share: self-attention, MLP, and their residual wiring.
+
+The two architectures differ in three switches, all passed explicitly:
+
+- ``pre_ln``: GPT-2 normalises the input of each sublayer; BERT normalises after each residual add (post-LN).
+- ``causal``: GPT attends only to earlier positions; BERT attends everywhere except to padding.
+- ``fused_qkv``: GPT-2 keeps Q, K and V in one ``c_attn`` matrix; BERT has separate ``query``/``key``/``value``.
+  Matching each checkpoint's layout makes export to ``transformers`` a rename (see ``bert.py`` and ``gpt.py``).
+
+Shapes in comments: B batch, T sequence length, C hidden size, nh heads, hd = C // nh head width, I MLP width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from pipeline.models.config import ModelConfig
+
+
+def padding_mask(attention_mask: Tensor | None) -> Tensor | None:
+    """(B, T) with 1 for real tokens and 0 for padding -> boolean (B, 1, 1, T), True where a key may be attended.
+
+    It broadcasts over heads and query positions: padded keys are hidden from every query. Outputs *at* padded
+    positions are still computed (and ignored by the losses)."""
+    if attention_mask is None:
+        return None
+    return attention_mask.bool()[:, None, None, :]
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """softmax(Q K^T / sqrt(hd)) V written out, returning the weights too (for attention maps, not training).
+
+    q, k, v: (B, nh, T, hd); mask: boolean, broadcastable to (B, nh, T, T), True = may attend."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, nh, T, T)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)  # each query's row sums to 1
+    return weights @ v, weights  # (B, nh, T, hd), (B, nh, T, T)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with ``scaled_dot_product_attention`` (flash/memory-efficient kernels on GPU)."""
+
+    def __init__(self, config: ModelConfig, *, causal: bool, fused_qkv: bool) -> None:
+        super().__init__()
+        C = config.hidden_size
+        self.num_heads = config.num_heads
+        self.causal = causal
+        self.fused_qkv = fused_qkv
+        if fused_qkv:
+            self.c_attn = nn.Linear(C, 3 * C)  # output rows: [query | key | value], GPT-2's order
+        else:
+            self.query = nn.Linear(C, C)
+            self.key = nn.Linear(C, C)
+            self.value = nn.Linear(C, C)
+        self.c_proj = nn.Linear(C, C)  # mixes the heads back into the residual stream
+        self.attn_dropout = config.attention_dropout
+        self.resid_dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self, x: Tensor, pad_mask: Tensor | None = None, return_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """x: (B, T, C); pad_mask: (B, 1, 1, T) from ``padding_mask`` or None.
+
+        Returns the output (B, T, C) and, with ``return_weights``, the attention weights (B, nh, T, T)
+        (computed explicitly, without dropout), else None."""
+        B, T, C = x.shape
+        if self.fused_qkv:
+            q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        else:
+            q, k, v = self.query(x), self.key(x), self.value(x)
+        # Split C into heads: (B, T, C) -> (B, T, nh, hd) -> (B, nh, T, hd)
+        q, k, v = (t.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2) for t in (q, k, v))
+
+        mask, is_causal = pad_mask, self.causal
+        if self.causal and (pad_mask is not None or return_weights):
+            # SDPA's is_causal cannot be combined with a mask tensor, so build the lower triangle explicitly.
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T), True = may attend
+            mask, is_causal = causal if pad_mask is None else causal & pad_mask, False
+
+        weights = None
+        if return_weights:
+            y, weights = explicit_attention(q, k, v, mask)
+        else:
+            dropout_p = self.attn_dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
+            )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, nh, T, hd) -> (B, T, C): heads side by side
+        return self.resid_dropout(self.c_proj(y)), weights
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: C -> I -> GELU -> C, then dropout."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        assert config.intermediate_size is not None  # filled by ModelConfig.__post_init__
+        self.c_fc = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.c_proj = nn.Linear(config.intermediate_size, config.hidden_size)
+        # "gelu" is the exact erf form (BERT); "gelu_new" is GPT-2's tanh approximation.
+        self.approximate = "tanh" if config.activation == "gelu_new" else "none"
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.gelu(self.c_fc(x), approximate=self.approximate)  # (B, T, I)
+        return self.dropout(self.c_proj(h))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """One Transformer layer: attention then MLP, each with a residual connection and a LayerNorm.
+
+    ``ln_1`` belongs to the attention sublayer and ``ln_2`` to the MLP; ``pre_ln`` only moves them."""
+
+    def __init__(self, config: ModelConfig, *, pre_ln: bool, causal: bool, fused_qkv: bool) -> None:
+        super().__init__()
+        eps = config.layer_norm_eps
+        assert eps is not None
+        self.pre_ln = pre_ln
+        self.ln_1 = nn.LayerNorm(config.hidden_size, eps=eps)
+        self.attn = SelfAttention(config, causal=causal, fused_qkv=fused_qkv)
+        self.ln_2 = nn.LayerNorm(config.hidden_size, eps=eps)
+        self.mlp = MLP(config)
+        self.activation_checkpointing = config.activation_checkpointing
+
+    def forward(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """x: (B, T, C) -> (B, T, C)."""
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            # Keep only the block's input; rerun the block in backward. The RNG state is saved and restored,
+            # so the recomputed dropout masks are the ones of the forward pass.
+            return checkpoint(self._forward, x, pad_mask, use_reentrant=False)[0]
+        return self._forward(x, pad_mask)[0]
+
+    def forward_with_weights(self, x: Tensor, pad_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Like ``forward`` but also returns the attention weights (B, nh, T, T), for attention-map plots."""
+        x, weights = self._forward(x, pad_mask, return_weights=True)
+        assert weights is not None
+        return x, weights
+
+    def _forward(
+        self, x: Tensor, pad_mask: Tensor | None, return_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        if self.pre_ln:
+            # GPT-2: x = x + attn(LN(x)); x = x + mlp(LN(x)). The residual stream itself is never normalised,
+            # which keeps gradients well-behaved in deep stacks (the model adds a final ln_f).
+            a, weights = self.attn(self.ln_1(x), pad_mask, return_weights)
+            x = x + a
+            x = x + self.mlp(self.ln_2(x))
+        else:
+            # BERT: x = LN(x + attn(x)); x = LN(x + mlp(x)).
+            a, weights = self.attn(x, pad_mask, return_weights)
+            x = self.ln_1(x + a)
+            x = self.ln_2(x + self.mlp(x))
+        return x, weights
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """The BERT/GPT-2 initialisation: weights ~ N(0, std), biases 0, LayerNorm 1/0 (use with ``model.apply``).
+
+    An embedding's ``padding_idx`` row is set back to zero, as ``nn.Embedding`` and ``transformers`` do."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,93 @@
+"""The model's shape and its few switches: one dataclass, loaded from ``recipes/models/NAME.yaml``.
+
+The same dataclass describes BERT and GPT; the defaults that differ between the two (LayerNorm epsilon and the
+GELU form) are left ``None`` here and filled in ``__post_init__`` from ``arch``, so a resolved config written
+next to a checkpoint holds the values that were really used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from data_prep.recipe import RecipeError, from_dict, load_yaml
+
+MODEL_RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "models"
+
+
+@dataclass
+class ModelConfig:
+    """A BERT or GPT Transformer: sizes, dropout, initialisation and memory switches."""
+
+    arch: Literal["bert", "gpt"]
+    """``bert`` (post-LN encoder, MLM + NSP heads) or ``gpt`` (pre-LN causal decoder, GPT-2 layout)."""
+    vocab_size: int
+    """Rows of the token embedding (and of the tied output projection); must match the tokenizer."""
+    max_position_embeddings: int
+    """Longest sequence the learned position embedding covers."""
+    hidden_size: int
+    """Width of the residual stream (C)."""
+    num_layers: int
+    """Transformer blocks."""
+    num_heads: int
+    """Attention heads; ``hidden_size`` must divide evenly among them."""
+    intermediate_size: int | None = None
+    """Hidden width of each block's MLP; ``None`` means ``4 * hidden_size``."""
+    type_vocab_size: int = 2
+    """BERT only: segment (token type) embeddings, 2 for sentence A / sentence B."""
+    hidden_dropout: float = 0.1
+    """Dropout on the embeddings and on each sublayer's output before the residual add."""
+    attention_dropout: float = 0.1
+    """Dropout on the attention probabilities (training only)."""
+    layer_norm_eps: float | None = None
+    """LayerNorm epsilon; ``None`` means 1e-12 for BERT and 1e-5 for GPT (what their checkpoints assume)."""
+    activation: Literal["gelu", "gelu_new"] | None = None
+    """MLP activation: ``gelu`` is the exact erf form (BERT), ``gelu_new`` the tanh approximation (GPT-2);
+    ``None`` picks the one that matches ``arch``."""
+    nsp: bool = True
+    """BERT only: keep the pooler and the next-sentence head; ``false`` trains MLM only (RoBERTa-style)."""
+    pad_token_id: int = 0
+    """BERT only: the padding token, whose word-embedding row starts at zero and gets no gradient from lookups."""
+    initializer_range: float = 0.02
+    """Standard deviation of the normal initialisation of every weight matrix and embedding."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass (``torch.utils.checkpoint``): less memory,
+    about one more forward pass of compute."""
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        if self.layer_norm_eps is None:
+            self.layer_norm_eps = 1e-12 if self.arch == "bert" else 1e-5
+        if self.activation is None:
+            self.activation = "gelu" if self.arch == "bert" else "gelu_new"
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.hidden_size // self.num_heads
+
+
+def model_preset_names() -> list[str]:
+    """The named sizes under ``recipes/models/``."""
+    return sorted(p.stem for p in MODEL_RECIPES.glob("*.yaml"))
+
+
+def load_model_config(name_or_path: str | Path, **overrides: Any) -> ModelConfig:
+    """A named size (``"bert-base"`` -> ``recipes/models/bert-base.yaml``) or a YAML file, with ``overrides``
+    (e.g. ``vocab_size=8000``) applied on top and checked like the file's own keys."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+            raise RecipeError(f"{path}: model recipe file not found")
+        path = MODEL_RECIPES / f"{name_or_path}.yaml"
+        if not path.is_file():
+            names = ", ".join(model_preset_names())
+            raise RecipeError(
+                f"unknown model size {str(name_or_path)!r} (known: {names}; or give a YAML path)"
+            )
+    data = {**load_yaml(path), **overrides}
+    return from_dict(ModelConfig, data, str(path))
