@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data_prep.datasets import check_data_manifest, open_dataset
 from data_prep.errors import UserError
+from data_prep.manifest import read_manifest
 from pipeline.config import DataConfig
 from pipeline.models.config import ModelConfig
 
@@ -124,15 +125,14 @@ class PretrainDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         path = Path(self.cfg.path)
+        expected = "bert" if self.model_cfg.arch == "bert" else "gpt"
+        stage = read_manifest(path).get("stage")
+        if stage != expected:
+            raise UserError(f"{path}: {stage} data cannot train a {expected} model (data.path)")
         kwargs: dict[str, Any] = {"seed": self.cfg.seed}
-        if self.model_cfg.arch == "bert":
+        if expected == "bert":
             kwargs["dynamic_masking"] = self.cfg.dynamic_masking
         self.train_ds = open_dataset(path, "train", **kwargs)
-        expected = "bert" if self.model_cfg.arch == "bert" else "gpt"
-        if self.train_ds.manifest.get("stage") != expected:
-            raise UserError(
-                f"{path}: {self.train_ds.manifest.get('stage')} data cannot train a {expected} model"
-            )
         check_data_manifest(
             self.train_ds.manifest,
             vocab_size=self.model_cfg.vocab_size,

@@ -145,8 +145,14 @@ def save_resolved_recipe(recipe: PretrainRecipe, run_dir: Path) -> dict[str, Any
     return data
 
 
-def pretrain(recipe: PretrainRecipe, *, resume: str | None = None, progress: bool = True) -> Path:
-    """Run (or resume) a pretraining recipe; returns the run folder."""
+def pretrain(
+    recipe: PretrainRecipe,
+    *,
+    resume: str | None = None,
+    progress: bool = True,
+    callbacks: list[Any] | None = None,
+) -> Path:
+    """Run (or resume) a pretraining recipe; returns the run folder. ``callbacks`` are extra Lightning callbacks."""
     import lightning as L
 
     from pipeline.callbacks import Throughput
@@ -192,6 +198,7 @@ def pretrain(recipe: PretrainRecipe, *, resume: str | None = None, progress: boo
     fpt = flops_per_token(model_cfg, dm.seq_len, mlm_fraction=mlm_fraction)
 
     callbacks = [
+        *(callbacks or []),
         RecipeCheckpoint(
             recipe_dict,
             dirpath=run_dir / "checkpoints",
