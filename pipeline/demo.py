@@ -1,7 +1,9 @@
 """``make demo``: the main job, end to end on the CPU, on the real Wikipedia slice that the gensim wheel ships.
 
-Today it prepares BERT and GPT data (WordPiece + instances, byte-level BPE + windows) and shows samples exactly
-as the training loader will see them. Everything goes under ``runs/demo/``.
+It prepares BERT and GPT data (WordPiece + instances, byte-level BPE + windows), shows samples exactly as the
+training loader will see them, then pretrains a tiny BERT and a tiny GPT (``recipes/bert-tiny.yaml``,
+``recipes/gpt-tiny.yaml``) and prints their loss curves, checkpoints and W&B run folders. Everything goes under
+``runs/demo/``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,55 @@ def run_demo(out_root: Path, samples: int = 2, force: bool = False) -> dict[str,
     return folders
 
 
+def summarize_run(run_dir: Path) -> str:
+    """A few lines about a finished run: the loss curve, validation, speed, and where things are."""
+    from pipeline.callbacks import read_metrics
+    from pipeline.checkpoint import latest_checkpoint
+    from pipeline.wandb_offline import find_offline_runs
+
+    rows = read_metrics(run_dir / "metrics.csv")
+    train = [(int(r["step"]), r["train/loss"]) for r in rows if "train/loss" in r]
+    lines = []
+    if train:
+        marks = [train[int(i * (len(train) - 1) / 5)] for i in range(6)]
+        lines.append("train loss: " + "  ".join(f"step {s}: {v:.2f}" for s, v in marks))
+    for key in ("val/loss", "val/ppl", "val/mlm_acc", "val/nsp_acc"):
+        vals = [(int(r["step"]), r[key]) for r in rows if key in r]
+        if vals:
+            lines.append(f"{key}: " + "  ".join(f"step {s}: {v:.3f}" for s, v in vals))
+    speed = [r["perf/tokens_per_s"] for r in rows if "perf/tokens_per_s" in r]
+    mfu = [r["perf/mfu"] for r in rows if "perf/mfu" in r]
+    if speed:
+        lines.append(
+            f"throughput: {speed[-1]:.0f} tokens/s"
+            + (f", MFU {mfu[-1]:.1%} of the CPU's measured peak" if mfu else "")
+        )
+    lines.append(f"checkpoint: {latest_checkpoint(run_dir)}")
+    wandb_runs = find_offline_runs(run_dir)
+    if wandb_runs:
+        lines.append(f"W&B run folder: {wandb_runs[-1]}  (upload with: wandb sync {wandb_runs[-1]})")
+    lines.append(f"metrics: {run_dir / 'metrics.csv'}")
+    return "\n".join("  " + ln for ln in lines)
+
+
+def pretrain_demo(out_root: Path, folders: dict[str, dict[str, Path]]) -> dict[str, Path]:
+    """Pretrain the tiny BERT and GPT on the demo data; returns their run folders."""
+    from pipeline.config import PretrainRecipe
+    from pipeline.train import pretrain
+
+    runs = {}
+    for kind, name in (("bert", "bert-tiny"), ("gpt", "gpt-tiny")):
+        recipe = load(PretrainRecipe, ROOT / f"recipes/{name}.yaml")
+        recipe.run_dir = str(out_root / name)
+        recipe.data.path = str(folders[kind][kind])
+        _banner(f"pretrain {name}: python -m pipeline pretrain --config recipes/{name}.yaml")
+        t0 = time.perf_counter()
+        runs[kind] = pretrain(recipe, resume="auto", progress=sys.stdout.isatty())
+        print(f"[{name}] trained {recipe.trainer.max_steps} steps in {time.perf_counter() - t0:.0f}s")
+        print(summarize_run(runs[kind]))
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -53,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         folders = run_demo(Path(args.out), samples=args.samples, force=args.force)
+        runs = pretrain_demo(Path(args.out), folders)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -60,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     for kind, stages in folders.items():
         for stage, folder in stages.items():
             print(f"  {kind:4s} {stage:10s} {folder}  (manifest.json)")
+    for kind, run in runs.items():
+        print(f"  {kind:4s} {'run':10s} {run}  (metrics.csv, checkpoints/, recipe.yaml, wandb/)")
     return 0
 
 

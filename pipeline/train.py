@@ -235,5 +235,17 @@ def pretrain(
     )
     if tc.compile:
         module.model = torch.compile(module.model)
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    finally:
+        _finish_wandb()
     return run_dir
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run, so the next run in this process (the demo, tests) gets its own."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()

@@ -308,3 +308,25 @@ def test_zero2_bf16_on_two_processes_and_resume(wiki_data: dict[str, Path], tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     curve = losses(tmp_path / "run")
     assert sorted(curve) == list(range(9)) and all(np.isfinite(v) for v in curve.values())
+
+
+def test_wandb_offline_run_holds_the_logged_metrics(wiki_data: dict[str, Path], tmp_path: Path) -> None:
+    from pipeline.wandb_offline import find_offline_runs, read_config, read_history, wait_for_run
+
+    recipe = make_recipe(
+        tmp_path / "run",
+        wiki_data["gpt"],
+        "gpt",
+        trainer={"max_steps": 5},
+        logging={"wandb": True, "tags": ["t"]},
+    )
+    run = train(recipe)
+    runs = find_offline_runs(run)
+    assert len(runs) == 1, "an offline W&B run folder in the run folder"
+    wait_for_run(runs[0])
+    history = [h for h in read_history(runs[0]) if "train/loss" in h]
+    csv_losses = losses(run)
+    assert [h["train/loss"] for h in history] == pytest.approx([csv_losses[s] for s in sorted(csv_losses)])
+    assert read_config(runs[0])["trainer"]["max_steps"] == 5
+    # A resumed run continues the same W&B run id.
+    assert (run / "wandb_run_id").read_text().strip() in runs[0].name

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models.blocks import Block, init_weights, padding_mask
+from pipeline.models.blocks import Block, Rows, init_weights, padding_mask
 from pipeline.models.config import ModelConfig
 
 IGNORE_INDEX = -100  # label of positions that are not predicted (PyTorch's cross-entropy default)
@@ -73,6 +73,44 @@ class BertModel(nn.Module):
             x = block(x, mask)
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # [CLS] is position 0
         return x, pooled
+
+    def forward_at(
+        self,
+        input_ids: Tensor,
+        token_type_ids: Tensor | None,
+        attention_mask: Tensor | None,
+        positions: Tensor,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``forward`` when only some outputs are needed: the sequence output at ``positions`` (B, T) bool,
+        as (K, C) in row-major order (``forward(...)[0][positions]``), and the pooled output.
+
+        The same values, less work: every layer runs its projections, MLP and LayerNorms only on the real
+        tokens (padding is masked out of attention, so its outputs are never read), and the last layer computes
+        only the requested positions and [CLS]; its keys and values still come from every real token."""
+        B, T = input_ids.shape
+        need = positions.clone()
+        if self.pooler is not None:
+            need[:, 0] = True  # [CLS] feeds the pooler
+        # Carried through the layers: the real tokens (keys and values of every layer) and the needed positions.
+        carried = torch.ones_like(need) if attention_mask is None else need | attention_mask.bool()
+        carried = carried.view(-1)
+        rows = Rows(carried.nonzero().squeeze(1), B, T)  # (N,) flat positions of the carried tokens
+        query = (carried.cumsum(0) - 1)[need.view(-1)]  # (K',) row of each needed position among the carried
+        mask = padding_mask(attention_mask)
+
+        x = rows.from_grid(self.embeddings(input_ids, token_type_ids))  # (N, C)
+        for i, block in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            x = block.forward_rows(x, rows, mask, query if last else None)
+        if not self.layers:
+            x = x.index_select(0, query)
+        # x: (K', C) at the needed positions, row-major
+        pooled = None
+        if self.pooler is not None:
+            is_cls = (torch.arange(B * T, device=x.device) % T == 0)[need.view(-1)]  # one per sequence
+            pooled = torch.tanh(self.pooler(x[is_cls]))  # (B, C)
+        out = x if self.pooler is None else x[positions.view(-1)[need.view(-1)]]
+        return out, pooled
 
     @torch.no_grad()
     def attention_weights(
@@ -154,16 +192,19 @@ class BertForPreTraining(nn.Module):
         """input_ids, token_type_ids, attention_mask, mlm_labels: (B, T); next_sentence_label: (B,).
 
         ``mlm_labels`` holds the original token at masked positions and -100 elsewhere."""
-        sequence_output, pooled = self.bert(input_ids, token_type_ids, attention_mask)  # (B, T, C), (B, C)
-
         mlm_loss = mlm_correct = mlm_count = None
         if mlm_labels is None:
+            sequence_output, pooled = self.bert(
+                input_ids, token_type_ids, attention_mask
+            )  # (B, T, C), (B, C)
             mlm_logits = self.mlm_logits_full(sequence_output)  # (B, T, V): inference / fill-mask
         else:
             masked = mlm_labels != IGNORE_INDEX  # (B, T)
             targets = mlm_labels[masked]  # (N,)
-            # Gather the N masked positions first: transform + vocabulary projection run on N rows, not B*T.
-            mlm_logits = self.mlm_head(sequence_output[masked])  # (N, C) -> (N, V)
+            # Only the N masked positions (and [CLS]) are read: the encoder skips the padding and the last
+            # layer computes just those positions; transform + vocabulary projection run on N rows, not B*T.
+            masked_output, pooled = self.bert.forward_at(input_ids, token_type_ids, attention_mask, masked)
+            mlm_logits = self.mlm_head(masked_output)  # (N, C) -> (N, V)
             if targets.numel() > 0:
                 mlm_loss = F.cross_entropy(mlm_logits, targets)
             else:  # nothing masked: a zero that still touches the head (no unused parameters under DDP)

@@ -43,6 +43,31 @@ def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> 
     return weights @ v, weights  # (B, nh, T, hd), (B, nh, T, T)
 
 
+class Rows:
+    """Which tokens of a (B, T) batch a (N, C) tensor of rows holds: flat positions ``index`` (N,), ascending.
+
+    Running the position-wise parts of a block (projections, MLP, LayerNorm, dropout) on rows rather than on
+    the padded (B, T, C) grid skips the positions whose output nothing reads (padding during pretraining, or
+    in the last layer everything but the predicted positions). Only attention goes back to the grid."""
+
+    def __init__(self, index: Tensor, batch: int, seq: int) -> None:
+        self.index, self.batch, self.seq = index, batch, seq
+
+    def to_grid(self, x: Tensor, index: Tensor | None = None) -> Tensor:
+        """(M, D) rows at ``index`` (default: all rows) -> (B, T, D), zeros at the other positions."""
+        index = self.index if index is None else index
+        if index.numel() == self.batch * self.seq:  # all positions, in order: a view
+            return x.view(self.batch, self.seq, -1)
+        grid = x.new_zeros(self.batch * self.seq, x.size(-1)).index_copy(0, index, x)
+        return grid.view(self.batch, self.seq, -1)
+
+    def from_grid(self, x: Tensor, index: Tensor | None = None) -> Tensor:
+        """(B, T, D) -> (M, D): the rows at ``index`` (default: all rows)."""
+        index = self.index if index is None else index
+        flat = x.reshape(self.batch * self.seq, x.size(-1))
+        return flat if index.numel() == self.batch * self.seq else flat.index_select(0, index)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with ``scaled_dot_product_attention`` (flash/memory-efficient kernels on GPU)."""
 
@@ -69,18 +94,51 @@ class SelfAttention(nn.Module):
 
         Returns the output (B, T, C) and, with ``return_weights``, the attention weights (B, nh, T, T)
         (computed explicitly, without dropout), else None."""
-        B, T, C = x.shape
         if self.fused_qkv:
-            q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+            q, k, v = self.c_attn(x).split(x.size(-1), dim=2)  # 3 x (B, T, C)
         else:
             q, k, v = self.query(x), self.key(x), self.value(x)
+        y, weights = self._attend(q, k, v, pad_mask, return_weights)
+        return self.resid_dropout(self.c_proj(y)), weights
+
+    def forward_rows(
+        self, x: Tensor, rows: Rows, pad_mask: Tensor | None = None, query: Tensor | None = None
+    ) -> Tensor:
+        """The same attention on tokens stored as rows: x (N, C) holds the tokens at ``rows.index`` of a
+        (B, T) batch. Keys and values come from every row, queries only from the rows ``query`` (M,) (indices
+        into x; None = all rows), so the query projection, ``c_proj`` and everything after them run on M rows.
+        Returns (M, C), equal to ``forward``'s output at those tokens."""
+        C = x.size(-1)
+        xq = x if query is None else x.index_select(0, query)
+        if self.fused_qkv:
+            w, b = self.c_attn.weight, self.c_attn.bias
+            if query is None:
+                q, k, v = self.c_attn(x).split(C, dim=-1)
+            else:
+                q = F.linear(xq, w[:C], b[:C])
+                k, v = F.linear(x, w[C:], b[C:]).split(C, dim=-1)
+        else:
+            q, k, v = self.query(xq), self.key(x), self.value(x)
+        q_index = rows.index if query is None else rows.index.index_select(0, query)
+        # Attention itself runs on the padded (B, T) grid; positions without a row are zero and never attended
+        # to (padding is masked) or read back (not a query).
+        q, k, v = rows.to_grid(q, q_index), rows.to_grid(k), rows.to_grid(v)
+        y, _ = self._attend(q, k, v, pad_mask, False)  # (B, T, C)
+        y = rows.from_grid(y, q_index)  # (M, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    def _attend(
+        self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None, return_weights: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """q, k, v: (B, T, C) -> softmax(Q K^T / sqrt(hd)) V per head, heads side by side again: (B, T, C)."""
+        B, T, C = q.shape
         # Split C into heads: (B, T, C) -> (B, T, nh, hd) -> (B, nh, T, hd)
         q, k, v = (t.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2) for t in (q, k, v))
 
         mask, is_causal = pad_mask, self.causal
         if self.causal and (pad_mask is not None or return_weights):
             # SDPA's is_causal cannot be combined with a mask tensor, so build the lower triangle explicitly.
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T), True = may attend
+            causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()  # (T, T), True = may attend
             mask, is_causal = causal if pad_mask is None else causal & pad_mask, False
 
         weights = None
@@ -91,8 +149,7 @@ class SelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
             )
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, nh, T, hd) -> (B, T, C): heads side by side
-        return self.resid_dropout(self.c_proj(y)), weights
+        return y.transpose(1, 2).contiguous().view(B, T, C), weights  # (B, nh, T, hd) -> (B, T, C)
 
 
 class MLP(nn.Module):
@@ -135,6 +192,25 @@ class Block(nn.Module):
             # so the recomputed dropout masks are the ones of the forward pass.
             return checkpoint(self._forward, x, pad_mask, use_reentrant=False)[0]
         return self._forward(x, pad_mask)[0]
+
+    def forward_rows(
+        self, x: Tensor, rows: Rows, pad_mask: Tensor | None = None, query: Tensor | None = None
+    ) -> Tensor:
+        """``forward`` on tokens stored as rows (see ``Rows``): x (N, C) -> (M, C), the outputs of the rows
+        ``query`` (indices into x; None = all N). Keys and values still come from every row."""
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(self._forward_rows, x, rows, pad_mask, query, use_reentrant=False)
+        return self._forward_rows(x, rows, pad_mask, query)
+
+    def _forward_rows(self, x: Tensor, rows: Rows, pad_mask: Tensor | None, query: Tensor | None) -> Tensor:
+        a = self.attn.forward_rows(self.ln_1(x) if self.pre_ln else x, rows, pad_mask, query)  # (M, C)
+        if query is not None:
+            x = x.index_select(0, query)  # the residual stream of the query rows
+        if self.pre_ln:
+            x = x + a
+            return x + self.mlp(self.ln_2(x))
+        x = self.ln_1(x + a)
+        return self.ln_2(x + self.mlp(x))
 
     def forward_with_weights(self, x: Tensor, pad_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Like ``forward`` but also returns the attention weights (B, nh, T, T), for attention-map plots."""
