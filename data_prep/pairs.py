@@ -56,24 +56,60 @@ def _sentences(docs: DocumentSource, i: int) -> list[np.ndarray]:
     return [s for s in docs.document_sentences(i) if len(s)]
 
 
-def _random_other_document(docs: DocumentSource, doc_index: int, rng: random.Random) -> list[np.ndarray]:
-    """Sentences of a random non-empty document other than ``doc_index`` (Google's 10 tries, then a fallback)."""
+def _fast_lengths(docs: DocumentSource, i: int) -> np.ndarray | None:
+    """Sentence lengths of document ``i`` when the source can give them (and its tokens) without slicing.
+
+    Indexed shards can; the result lets the random-B path cut one contiguous slice instead of building the
+    random document's whole sentence list. ``None`` (any source with empty sentences, or without the methods)
+    means: use ``document_sentences``. Both paths draw the same random numbers and give the same tokens.
+    """
+    if not (hasattr(docs, "sentence_lengths") and hasattr(docs, "document_tokens")):
+        return None
+    lengths = docs.sentence_lengths(i)  # type: ignore[attr-defined]
+    return lengths if bool(np.all(lengths > 0)) else None
+
+
+def _num_sentences(docs: DocumentSource, i: int) -> int:
+    lengths = _fast_lengths(docs, i)
+    return len(lengths) if lengths is not None else len(_sentences(docs, i))
+
+
+def _random_other_document(docs: DocumentSource, doc_index: int, rng: random.Random) -> int:
+    """A random non-empty document other than ``doc_index`` (Google's 10 tries, then a fallback)."""
     n = docs.num_documents
     for _ in range(10):
         r = rng.randint(0, n - 1)
-        if r != doc_index:
-            sents = _sentences(docs, r)
-            if sents:
-                return sents
+        if r != doc_index and _num_sentences(docs, r):
+            return r
     # Google would go on with whatever it drew last; draw among the others instead, skipping empty ones.
     start = rng.randint(0, n - 2)
     for step in range(n - 1):
         r = (start + step) % (n - 1)
         r += r >= doc_index
-        sents = _sentences(docs, r)
-        if sents:
-            return sents
+        if _num_sentences(docs, r):
+            return r
     raise UserError(f"NSP needs at least 2 non-empty documents; only document {doc_index} has sentences")
+
+
+def _random_segment(docs: DocumentSource, r: int, target_b_length: int, rng: random.Random) -> np.ndarray:
+    """Sentences of document ``r`` from a random start until ``target_b_length`` tokens are reached."""
+    lengths = _fast_lengths(docs, r)
+    if lengths is None:
+        sentences = _sentences(docs, r)
+        random_start = rng.randint(0, len(sentences) - 1)
+        b_parts: list[np.ndarray] = []
+        b_len = 0
+        for j in range(random_start, len(sentences)):
+            b_parts.append(sentences[j])
+            b_len += len(sentences[j])
+            if b_len >= target_b_length:
+                break
+        return np.concatenate(b_parts)
+    random_start = rng.randint(0, len(lengths) - 1)
+    cum = np.cumsum(lengths[random_start:])
+    stop = min(int(np.searchsorted(cum, target_b_length)), len(cum) - 1)  # first sentence reaching the target
+    first = int(lengths[:random_start].sum())
+    return docs.document_tokens(r)[first : first + int(cum[stop])]  # type: ignore[attr-defined]
 
 
 def _truncation(len_a: int, len_b: int, max_num_tokens: int, rng: random.Random) -> tuple[int, int, int, int]:
@@ -209,16 +245,8 @@ def create_instances_from_document(
             if len(current_chunk) == 1 or rng.random() < 0.5:
                 is_random_next = True
                 target_b_length = target_seq_length - len(tokens_a)
-                random_document = _random_other_document(docs, doc_index, rng)
-                random_start = rng.randint(0, len(random_document) - 1)
-                b_parts: list[np.ndarray] = []
-                b_len = 0
-                for j in range(random_start, len(random_document)):
-                    b_parts.append(random_document[j])
-                    b_len += len(random_document[j])
-                    if b_len >= target_b_length:
-                        break
-                tokens_b = np.concatenate(b_parts)
+                r = _random_other_document(docs, doc_index, rng)
+                tokens_b = _random_segment(docs, r, target_b_length, rng)
                 i -= len(current_chunk) - a_end  # the unused sentences go back
             else:
                 is_random_next = False

@@ -155,6 +155,9 @@ class _Shard:
         # One map of the whole index, viewed as the two offset arrays (the header keeps them 8-byte aligned).
         idx = np.memmap(idx_path, dtype=np.uint8, mode="r")
         split = HEADER_BYTES + 8 * (n_sents + 1)
+        # Plain ndarray views of the maps: slicing a np.memmap subclass costs microseconds per slice, which
+        # dominated BERT instance building (millions of sentence slices); the views keep the maps alive.
+        idx = idx.view(np.ndarray)
         self.sent, self.docs = idx[HEADER_BYTES:split].view("<i8"), idx[split:].view("<i8")
         n_tokens = int(self.sent[-1])
         bin_size = bin_path.stat().st_size
@@ -165,7 +168,11 @@ class _Shard:
                 f"{idx_path}: offsets do not match {bin_path.name} ({bin_size} bytes); rebuild the shards"
             )
         # np.memmap refuses empty files; an empty shard is a valid split of zero documents.
-        self.tokens = np.memmap(bin_path, dtype=self.dtype, mode="r") if n_tokens else np.zeros(0, self.dtype)
+        self.tokens = (
+            np.memmap(bin_path, dtype=self.dtype, mode="r").view(np.ndarray)
+            if n_tokens
+            else np.zeros(0, self.dtype)
+        )
         self.n_docs, self.n_sents, self.n_tokens = n_docs, n_sents, n_tokens
 
 

@@ -304,3 +304,25 @@ def test_helpers_agree_with_instances(instances):
         assert ((padded == CLS) | (padded == SEP) | (np.arange(128) >= len(t))).tolist() == sp.tolist()
         tt = token_type_ids(len(t), inst.segment_a_len, 128)
         assert tt.sum() == len(t) - inst.segment_a_len
+
+
+class IndexedSource(ListSource):
+    """A source that also offers sentence lengths and contiguous document tokens, like IndexedShards."""
+
+    def sentence_lengths(self, i: int) -> np.ndarray:
+        return np.array([len(s) for s in self.document_sentences(i)], dtype=np.int64)
+
+    def document_tokens(self, i: int) -> np.ndarray:
+        return np.concatenate(self.document_sentences(i))
+
+
+def test_contiguous_fast_path_gives_the_same_instances(corpus):
+    """The random-B fast path (one slice of the document) equals the sentence-list path, draw for draw."""
+    fast = IndexedSource([corpus.document_sentences(i) for i in range(corpus.num_documents)])
+    for seed in range(3):
+        for doc in range(corpus.num_documents):
+            a, b = build(corpus, doc, seed=seed), build(fast, doc, seed=seed)
+            assert len(a) == len(b)
+            for x, y in zip(a, b):
+                assert np.array_equal(x.tokens, y.tokens) and x.segment_a_len == y.segment_a_len
+                assert x.is_random_next == y.is_random_next
