@@ -7,10 +7,7 @@ stderr and exits with status 2 (``--debug`` shows the traceback).
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
-from pathlib import Path
 
 from data_prep.cli_args import add_config_args, config_from_args
 from data_prep.config import (
@@ -21,7 +18,6 @@ from data_prep.config import (
     SourceConfig,
     TokenizerConfig,
 )
-from data_prep.errors import UserError
 
 
 def _cmd_extract(args: argparse.Namespace) -> None:
@@ -169,40 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    # `run RECIPE --force key=value`: overrides may come after options, which argparse leaves unparsed.
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        if args.command == "run" and all("=" in e and not e.startswith("-") for e in extra):
-            args.overrides = [*args.overrides, *extra]
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    debug = getattr(args, "debug", False)
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        args.func(args)
-    except UserError as exc:
-        if debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # `inspect ... | head` closes the pipe early; that is not an error.
-        sys.stderr.close()
-        return 0
-    except Exception as exc:  # a bug or an unexpected library error: still one line unless --debug
-        if debug:
-            raise
-        where = f" ({Path(exc.filename)})" if isinstance(exc, OSError) and exc.filename else ""
-        print(
-            f"error: {type(exc).__name__}{where}: {exc} (run with --debug for the traceback)", file=sys.stderr
-        )
-        return 1
-    return 0
+    from data_prep.cli import run_cli
+
+    return run_cli(build_parser(), argv, override_commands=("run",))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ A failing command prints one line, ``error: ...``, on stderr and exits non-zero 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -67,35 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data_prep.errors import UserError
+    from data_prep.cli import run_cli
 
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        if args.command == "pretrain" and all("=" in e and not e.startswith("-") for e in extra):
-            args.overrides = [*args.overrides, *extra]
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s"
-    )
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        args.func(args)
-    except UserError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # configuration problems raised by pure helpers (e.g. batch sizes)
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_cli(build_parser(), argv, override_commands=("pretrain",))
 
 
 if __name__ == "__main__":
