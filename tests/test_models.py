@@ -377,3 +377,55 @@ def test_temperature_scales_the_logits() -> None:
     assert hot.max() < logits.softmax(-1).max() < cold.max()
     with pytest.raises(ValueError):
         next_token_probs(logits, temperature=0.0)
+
+
+def test_bert_sparse_forward_equals_the_dense_path() -> None:
+    """forward() with labels skips padding rows and the last layer's unread positions: same loss and grads."""
+    import torch.nn.functional as F
+
+    from pipeline.models import build_model
+    from pipeline.models.config import ModelConfig
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        "bert", vocab_size=120, max_position_embeddings=32, hidden_size=32, num_layers=3, num_heads=4
+    )
+    model = build_model(cfg).eval()
+    B, T = 4, 16
+    x = torch.randint(5, 120, (B, T))
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[1, 10:] = 0
+    mask[3, 5:] = 0
+    labels = torch.full_like(x, -100)
+    labels[:, 2::5] = x[:, 2::5]
+    labels[1, 12] = x[1, 12]  # a label on a padding position is still predicted, as in the dense path
+    types = (torch.arange(T) >= 8).long().expand(B, T)
+    nsp = torch.tensor([0, 1, 0, 1])
+
+    out = model(x, token_type_ids=types, attention_mask=mask, mlm_labels=labels, next_sentence_label=nsp)
+    out.loss.backward()
+    sparse_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+
+    seq, pooled = model.bert(x, types, mask)
+    m = labels != -100
+    dense = F.cross_entropy(model.mlm_head(seq[m]), labels[m]) + F.cross_entropy(model.nsp_head(pooled), nsp)
+    dense.backward()
+    torch.testing.assert_close(out.loss, dense, atol=1e-5, rtol=1e-5)
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(sparse_grads[n], p.grad, atol=1e-5, rtol=1e-4, msg=n)
+
+
+def test_cpu_dropout_keep_rate() -> None:
+    from pipeline.models.blocks import dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(200_000, requires_grad=True)
+    y = dropout(x, 0.1, True)
+    kept = (y != 0).float().mean().item()
+    assert abs(kept - 0.9) < 0.005
+    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / 0.9))
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, y != 0), "backward uses the same mask"
+    assert torch.equal(dropout(x, 0.1, False), x)

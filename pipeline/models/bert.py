@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models.blocks import Block, Rows, init_weights, padding_mask
+from pipeline.models.blocks import Block, Dropout, Rows, init_weights, padding_mask, vocab_logits
 from pipeline.models.config import ModelConfig
 
 IGNORE_INDEX = -100  # label of positions that are not predicted (PyTorch's cross-entropy default)
@@ -34,7 +34,7 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, C)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, C)
         self.LayerNorm = nn.LayerNorm(C, eps=config.layer_norm_eps)  # the checkpoint's name
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = Dropout(config.hidden_dropout)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         T = input_ids.size(1)
@@ -144,6 +144,11 @@ class BertMLMHead(nn.Module):
         h = self.ln(F.gelu(self.dense(h), approximate=self.approximate))
         return self.decoder(h) + self.bias
 
+    def padded_logits(self, h: Tensor) -> Tensor:
+        """h: (N, C) -> (N, Vp): ``forward(h)`` in the first V columns, -inf in the rest (see ``vocab_logits``)."""
+        h = self.ln(F.gelu(self.dense(h), approximate=self.approximate))
+        return vocab_logits(h, self.decoder.weight, self.bias)
+
 
 @dataclass
 class BertPreTrainingOutput:
@@ -204,9 +209,10 @@ class BertForPreTraining(nn.Module):
             # Only the N masked positions (and [CLS]) are read: the encoder skips the padding and the last
             # layer computes just those positions; transform + vocabulary projection run on N rows, not B*T.
             masked_output, pooled = self.bert.forward_at(input_ids, token_type_ids, attention_mask, masked)
-            mlm_logits = self.mlm_head(masked_output)  # (N, C) -> (N, V)
+            padded = self.mlm_head.padded_logits(masked_output)  # (N, C) -> (N, Vp), -inf past V
+            mlm_logits = padded[:, : self.config.vocab_size]  # (N, V)
             if targets.numel() > 0:
-                mlm_loss = F.cross_entropy(mlm_logits, targets)
+                mlm_loss = F.cross_entropy(padded, targets)  # the -inf columns add nothing
             else:  # nothing masked: a zero that still touches the head (no unused parameters under DDP)
                 mlm_loss = mlm_logits.sum() * 0.0
             mlm_correct = (mlm_logits.argmax(dim=-1) == targets).sum()

@@ -32,6 +32,56 @@ def padding_mask(attention_mask: Tensor | None) -> Tensor | None:
     return attention_mask.bool()[:, None, None, :]
 
 
+class _MaskDropout(torch.autograd.Function):
+    """x * mask, with ``mask`` 0 or 1 / (1 - p) precomputed; the backward multiplies by the same mask."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(mask)
+        return x * mask
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """``F.dropout``: each element kept with probability 1 - p and scaled by 1 / (1 - p), else zeroed.
+
+    On the CPU the keep mask comes from uniform 32-bit integers (keep when >= p * 2^32, a probability within
+    2^-32 of 1 - p), drawn from the default generator as 64-bit words, two per word: about three times
+    cheaper than ``bernoulli_``, which ``F.dropout`` uses and which runs on one thread and costs more than
+    the rest of the dropout. Elsewhere: ``F.dropout``."""
+    if not training or p == 0.0 or x.device.type != "cpu" or not x.is_floating_point() or not 0.0 < p < 1.0:
+        return F.dropout(x, p, training)
+    n = x.numel()
+    bits = torch.empty((n + 1) // 2, dtype=torch.int64).random_(-(2**63), None)  # full 64-bit words
+    words = bits.view(torch.int32)[:n].view(x.shape)  # uniform over [-2^31, 2^31)
+    mask = torch.where(words >= round(p * 2**32) - 2**31, 1.0 / (1.0 - p), 0.0).to(x.dtype)
+    return _MaskDropout.apply(x, mask)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` computed with ``dropout`` above (same distribution; cheaper on the CPU)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training)
+
+
+def _attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float) -> Tensor:
+    """Training attention on the CPU: softmax(Q K^T / sqrt(hd) + mask) with dropout ``p`` on the weights, @ V.
+
+    What ``scaled_dot_product_attention`` falls back to on the CPU when dropout is on (its fused kernel has
+    no dropout), with the cheaper ``dropout`` above. Masked keys get the dtype's lowest value rather than
+    -inf, which gives them a weight of exactly 0 too and keeps a fully masked row finite.
+    q, k, v: (B, nh, T, hd); mask: boolean, broadcastable to (B, nh, T, T), True = may attend."""
+    scores = torch.matmul(q * (1.0 / math.sqrt(q.size(-1))), k.transpose(-2, -1))  # (B, nh, T, T)
+    if mask is not None:
+        scores = scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
+    return dropout(scores.softmax(dim=-1), p, True) @ v  # (B, nh, T, hd)
+
+
 def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
     """softmax(Q K^T / sqrt(hd)) V written out, returning the weights too (for attention maps, not training).
 
@@ -85,7 +135,7 @@ class SelfAttention(nn.Module):
             self.value = nn.Linear(C, C)
         self.c_proj = nn.Linear(C, C)  # mixes the heads back into the residual stream
         self.attn_dropout = config.attention_dropout
-        self.resid_dropout = nn.Dropout(config.hidden_dropout)
+        self.resid_dropout = Dropout(config.hidden_dropout)
 
     def forward(
         self, x: Tensor, pad_mask: Tensor | None = None, return_weights: bool = False
@@ -144,6 +194,10 @@ class SelfAttention(nn.Module):
         weights = None
         if return_weights:
             y, weights = explicit_attention(q, k, v, mask)
+        elif self.training and self.attn_dropout > 0.0 and q.device.type == "cpu":
+            if is_causal:
+                mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+            y = _attention_with_dropout(q, k, v, mask, self.attn_dropout)
         else:
             dropout_p = self.attn_dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(
@@ -162,7 +216,7 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(config.intermediate_size, config.hidden_size)
         # "gelu" is the exact erf form (BERT); "gelu_new" is GPT-2's tanh approximation.
         self.approximate = "tanh" if config.activation == "gelu_new" else "none"
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = Dropout(config.hidden_dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         h = F.gelu(self.c_fc(x), approximate=self.approximate)  # (B, T, I)
@@ -233,6 +287,60 @@ class Block(nn.Module):
             x = self.ln_1(x + a)
             x = self.ln_2(x + self.mlp(x))
         return x, weights
+
+
+ROW_ALIGN = 64
+"""``vocab_logits`` pads each row of logits to a multiple of this many elements."""
+
+
+class _PaddedRowsLinear(torch.autograd.Function):
+    """x (N, C) @ weight (V, C)^T (+ bias) written into (N, Vp) rows, -inf in the Vp - V padding columns."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, padded: int) -> Tensor:  # type: ignore[override]
+        V = weight.size(0)
+        out = x.new_empty(x.size(0), padded)
+        logits = out[:, :V]
+        if bias is None:
+            torch.mm(x, weight.t(), out=logits)
+        else:
+            torch.addmm(bias, x, weight.t(), out=logits)
+        out[:, V:] = float("-inf")
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        g = grad[:, : weight.size(0)]  # the padding columns are constants
+        grad_x = g.mm(weight) if ctx.needs_input_grad[0] else None
+        grad_w = g.t().mm(x) if ctx.needs_input_grad[1] else None
+        grad_b = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None
+
+
+def vocab_logits(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """The output projection to the vocabulary: x (N, C) -> logits (N, Vp) with Vp >= V = ``weight.size(0)``.
+
+    ``[:, :V]`` are ``F.linear(x, weight, bias)``; the other Vp - V columns are -inf, so a softmax or
+    cross-entropy over the whole row equals the one over the V real columns (exp(-inf) = 0, and no gradient
+    reaches the padding). Why: on the CPU a row length like GPT-2's 50257 floats leaves almost every row
+    of the (N, V) output misaligned, and the matrix multiply writing it runs about 25% slower than into rows
+    padded to a multiple of ``ROW_ALIGN`` (nanoGPT pads the vocabulary itself; here the parameter keeps its
+    shape, only the output buffer is padded). Elsewhere (GPU, autocast, other dtypes, aligned V) it is
+    ``F.linear`` and Vp = V."""
+    V = weight.size(0)
+    padded = -(-V // ROW_ALIGN) * ROW_ALIGN
+    if (
+        padded == V
+        or x.device.type != "cpu"
+        or x.dtype != torch.float32
+        or weight.dtype != torch.float32
+        or torch.is_autocast_enabled("cpu")
+    ):
+        return F.linear(x, weight, bias)
+    return _PaddedRowsLinear.apply(x, weight, bias, padded)
 
 
 def init_weights(module: nn.Module, std: float) -> None:

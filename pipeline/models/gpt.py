@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models.blocks import Block, init_weights
+from pipeline.models.blocks import Block, Dropout, init_weights, vocab_logits
 from pipeline.models.config import ModelConfig
 
 IGNORE_INDEX = -100
@@ -27,7 +27,8 @@ class GPTOutput:
     loss: Tensor | None
     """Mean next-token cross-entropy over labels != -100; None without labels."""
     logits: Tensor
-    """(B, T, V): logits[:, t] predicts the token after position t."""
+    """(B, T, V): logits[:, t] predicts the token after position t. On the CPU it is a view into rows padded
+    past V (see ``blocks.vocab_logits``), so not contiguous: use ``reshape`` rather than ``view``."""
 
 
 class GPT(nn.Module):
@@ -41,7 +42,7 @@ class GPT(nn.Module):
             dict(
                 wte=nn.Embedding(config.vocab_size, C),
                 wpe=nn.Embedding(config.max_position_embeddings, C),
-                drop=nn.Dropout(config.hidden_dropout),
+                drop=Dropout(config.hidden_dropout),
                 h=nn.ModuleList(
                     Block(config, pre_ln=True, causal=True, fused_qkv=True) for _ in range(config.num_layers)
                 ),
@@ -75,12 +76,16 @@ class GPT(nn.Module):
 
     def forward(self, input_ids: Tensor, labels: Tensor | None = None) -> GPTOutput:
         """input_ids (B, T); labels (B, T), already shifted by the data: labels[:, t] is the token after t."""
-        logits = self.lm_head(self.hidden_states(input_ids))  # (B, T, V)
+        h = self.hidden_states(input_ids)  # (B, T, C)
+        B, T, C = h.shape
+        V = self.lm_head.weight.size(0)
+        # lm_head, with rows padded to Vp >= V columns of -inf (faster on the CPU; see vocab_logits)
+        padded = vocab_logits(h.reshape(B * T, C), self.lm_head.weight)  # (B*T, Vp)
+        logits = padded[:, :V].view(B, T, V)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(
-                logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=IGNORE_INDEX
-            )
+            # The -inf padding adds exp(-inf) = 0 to each softmax: the same loss as over the V columns.
+            loss = F.cross_entropy(padded, labels.reshape(-1), ignore_index=IGNORE_INDEX)
         return GPTOutput(loss=loss, logits=logits)
 
     @torch.no_grad()
