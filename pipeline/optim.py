@@ -188,7 +188,10 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opt
     betas = (float(cfg.betas[0]), float(cfg.betas[1]))
     groups = param_groups(model, cfg.weight_decay)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, fused=False)
+        # The fused kernel (CPU and CUDA) does the whole update in one pass: ~0.15 s of a bert-base step on
+        # this CPU against the per-tensor loop (benchmarks/train_step.py). Same math as the loop.
+        fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, fused=fused)
     if cfg.name == "lamb":
         for group in groups:  # as Google's BERT LAMB: biases and norms (1-D) are not adapted
             group["layer_adaptation"] = all(p.ndim >= 2 for p in group["params"])
