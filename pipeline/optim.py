@@ -177,7 +177,7 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, *, fused: bool = True) -> torch.optim.Optimizer:
     """AdamW or ``Lamb`` over ``param_groups(model, cfg.weight_decay)`` with the recipe's lr, betas and eps.
 
     For Lamb the no-decay group (biases, norms) gets ``layer_adaptation=False`` (see ``Lamb``), also when
@@ -190,7 +190,7 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opt
     if cfg.name == "adamw":
         # The fused kernel (CPU and CUDA) does the whole update in one pass: ~0.15 s of a bert-base step on
         # this CPU against the per-tensor loop (benchmarks/train_step.py). Same math as the loop.
-        fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+        fused = fused and all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, fused=fused)
     if cfg.name == "lamb":
         for group in groups:  # as Google's BERT LAMB: biases and norms (1-D) are not adapted

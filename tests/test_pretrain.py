@@ -330,3 +330,25 @@ def test_wandb_offline_run_holds_the_logged_metrics(wiki_data: dict[str, Path], 
     assert read_config(runs[0])["trainer"]["max_steps"] == 5
     # A resumed run continues the same W&B run id.
     assert (run / "wandb_run_id").read_text().strip() in runs[0].name
+
+
+def test_ddp_on_two_processes_with_mixed_precision_and_clipping(
+    wiki_data: dict[str, Path], tmp_path: Path
+) -> None:
+    recipe = make_recipe(
+        tmp_path / "run",
+        wiki_data["bert"],
+        "bert",
+        trainer={
+            "max_steps": 3,
+            "micro_batch_size": 4,
+            "devices": 2,
+            "strategy": "ddp",
+            "precision": "bf16-mixed",
+        },
+        checkpoint={"every_n_steps": 3},
+    )
+    proc = cli_pretrain(recipe, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-0000003.ckpt"]
+    assert all(np.isfinite(v) for v in losses(tmp_path / "run").values())

@@ -99,7 +99,10 @@ class PretrainModule(L.LightningModule):
             self.log("val/ppl", torch.exp(mean.clamp(max=20)), sync_dist=True)
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.model, self.optim_cfg)
+        # Lightning's mixed-precision plugin refuses to clip gradients for an optimizer that unscales them
+        # itself (the fused step), so the fused kernel is used in full precision only.
+        fused = str(self.trainer.precision) in ("32", "32-true")
+        optimizer = build_optimizer(self.model, self.optim_cfg, fused=fused)
         scheduler = build_scheduler(optimizer, self.optim_cfg, self.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
