@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models.blocks import Block, Dropout, Rows, init_weights, padding_mask, vocab_logits
+from pipeline.models.blocks import Block, Dropout, Rows, VocabLinear, init_weights, padding_mask
 from pipeline.models.config import ModelConfig
 
 IGNORE_INDEX = -100  # label of positions that are not predicted (PyTorch's cross-entropy default)
@@ -135,19 +135,21 @@ class BertMLMHead(nn.Module):
         self.dense = nn.Linear(C, C)
         self.approximate = "tanh" if config.activation == "gelu_new" else "none"
         self.ln = nn.LayerNorm(C, eps=config.layer_norm_eps)
-        self.decoder = nn.Linear(C, config.vocab_size, bias=False)
+        self.decoder = VocabLinear(C, config.vocab_size, bias=False)
         self.decoder.weight = word_embeddings.weight  # tied: one Parameter, gradients from both uses add up
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
-    def forward(self, h: Tensor) -> Tensor:
-        """h: (..., C) -> logits (..., V)."""
+    def forward(self, h: Tensor, padded: bool = False) -> Tensor:
+        """h: (..., C) -> logits (..., V); with ``padded``, h (N, C) -> (N, Vp): the logits in the first V
+        columns and -inf in the rest (see ``vocab_logits``)."""
         h = self.ln(F.gelu(self.dense(h), approximate=self.approximate))
+        if padded:
+            return self.decoder(h, padded=True, bias=self.bias)
         return self.decoder(h) + self.bias
 
     def padded_logits(self, h: Tensor) -> Tensor:
         """h: (N, C) -> (N, Vp): ``forward(h)`` in the first V columns, -inf in the rest (see ``vocab_logits``)."""
-        h = self.ln(F.gelu(self.dense(h), approximate=self.approximate))
-        return vocab_logits(h, self.decoder.weight, self.bias)
+        return self(h, padded=True)
 
 
 @dataclass

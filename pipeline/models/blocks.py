@@ -343,6 +343,17 @@ def vocab_logits(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tenso
     return _PaddedRowsLinear.apply(x, weight, bias, padded)
 
 
+class VocabLinear(nn.Linear):
+    """``nn.Linear`` to the vocabulary that can also return padded rows (``vocab_logits``).
+
+    The padded path runs inside this module's own ``forward``, so DeepSpeed ZeRO-3, which gathers a module's
+    partitioned parameters around its forward call, has the full weight there."""
+
+    def forward(self, x: Tensor, padded: bool = False, bias: Tensor | None = None) -> Tensor:
+        b = self.bias if bias is None else bias
+        return vocab_logits(x, self.weight, b) if padded else F.linear(x, self.weight, b)
+
+
 def init_weights(module: nn.Module, std: float) -> None:
     """The BERT/GPT-2 initialisation: weights ~ N(0, std), biases 0, LayerNorm 1/0 (use with ``model.apply``).
 

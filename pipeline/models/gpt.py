@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models.blocks import Block, Dropout, init_weights, vocab_logits
+from pipeline.models.blocks import Block, Dropout, VocabLinear, init_weights
 from pipeline.models.config import ModelConfig
 
 IGNORE_INDEX = -100
@@ -49,7 +49,7 @@ class GPT(nn.Module):
                 ln_f=nn.LayerNorm(C, eps=config.layer_norm_eps),
             )
         )
-        self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
+        self.lm_head = VocabLinear(C, config.vocab_size, bias=False)
         # Tied: one Parameter is both the input embedding and the output projection; gradients from both add up.
         self.transformer.wte.weight = self.lm_head.weight
 
@@ -78,9 +78,9 @@ class GPT(nn.Module):
         """input_ids (B, T); labels (B, T), already shifted by the data: labels[:, t] is the token after t."""
         h = self.hidden_states(input_ids)  # (B, T, C)
         B, T, C = h.shape
-        V = self.lm_head.weight.size(0)
+        V = self.config.vocab_size
         # lm_head, with rows padded to Vp >= V columns of -inf (faster on the CPU; see vocab_logits)
-        padded = vocab_logits(h.reshape(B * T, C), self.lm_head.weight)  # (B*T, Vp)
+        padded = self.lm_head(h.reshape(B * T, C), padded=True)  # (B*T, Vp)
         logits = padded[:, :V].view(B, T, V)
         loss = None
         if labels is not None:
