@@ -24,7 +24,6 @@ from pipeline.models.config import ModelConfig
 
 CHECKPOINTS = "checkpoints"
 _STEP = re.compile(r"step-(\d+)\.ckpt$")
-RELEASE_FILES = ("model.safetensors", "config.json", "tokenizer.json", "recipe.yaml")
 
 
 def checkpoint_step(path: str | Path) -> int | None:

@@ -8,7 +8,6 @@ and its losses match step for step.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning as L
@@ -105,8 +104,3 @@ class PretrainModule(L.LightningModule):
         optimizer = build_optimizer(self.model, self.optim_cfg, fused=fused)
         scheduler = build_scheduler(optimizer, self.optim_cfg, self.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def perplexity(loss: float) -> float:
-    """exp(loss), capped to stay finite."""
-    return math.exp(min(loss, 20.0))
