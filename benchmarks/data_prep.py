@@ -4,7 +4,7 @@ Both sides get the same documents with the same sentence boundaries, the same Wo
 same settings (max_seq_len 128, short_seq_prob 0.1, masked_lm_prob 0.15, max_predictions_per_seq 20,
 static masking, ``--dupe-factor``):
 
-* **ours**: ``data_prep.shards.tokenize_to_shards`` (default workers: one per core) on a ``documents`` folder,
+* **ours**: ``data_prep.tokenize.tokenize_to_shards`` (default workers: one per core) on a ``documents`` folder,
   then ``data_prep.bert_data.build_bert_instances(static_masking=True)``;
 * **anchor**: ``benchmarks/google_create_pretraining_data.py`` (a pure-Python port of Google's script:
   everything in memory, one ``encode`` per line, instances as Python lists, a final shuffle) on the same
@@ -206,7 +206,7 @@ def _self_peak_mb() -> dict[str, float]:
 def worker_ours(a: argparse.Namespace) -> dict[str, Any]:
     from data_prep.bert_data import build_bert_instances
     from data_prep.config import BertInstanceConfig, MaskingConfig, ShardConfig
-    from data_prep.shards import tokenize_to_shards
+    from data_prep.tokenize import tokenize_to_shards
 
     out = Path(a.out)
     shutil.rmtree(out, ignore_errors=True)
@@ -437,7 +437,7 @@ def render(rows, rat, info, args, command, notes) -> str:
     lines = [
         SECTION,
         "",
-        "Our data prep (`data_prep.shards.tokenize_to_shards` + `data_prep.bert_data.build_bert_instances`, static "
+        "Our data prep (`data_prep.tokenize.tokenize_to_shards` + `data_prep.bert_data.build_bert_instances`, static "
         "masking) against the anchor, `benchmarks/google_create_pretraining_data.py`: a pure-Python port of "
         "google-research/bert `create_pretraining_data.py` (all documents in memory as token strings, "
         "`dupe_factor` passes, masking per instance, a final `rng.shuffle(instances)`, ids written per "

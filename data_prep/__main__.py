@@ -42,7 +42,7 @@ def _cmd_tokenizer(args: argparse.Namespace) -> None:
 
 
 def _cmd_shards(args: argparse.Namespace) -> None:
-    from data_prep.shards import tokenize_to_shards
+    from data_prep.tokenize import tokenize_to_shards
 
     cfg = config_from_args(ShardConfig, args)
     m = tokenize_to_shards(args.documents, args.tokenizer, args.out, cfg, progress=not args.quiet)

@@ -48,7 +48,7 @@ def _stage(name: str, out: Path, fingerprint: str, force: bool, work: Callable[[
 def run_recipe(recipe: DataRecipe, *, force: bool = False, progress: bool = True) -> dict[str, Path]:
     """Run every stage the recipe names; returns ``{stage: folder}``."""
     from data_prep.extract import extract
-    from data_prep.shards import tokenize_to_shards
+    from data_prep.tokenize import tokenize_to_shards
     from data_prep.tokenizer import save_tokenizer, train_tokenizer
 
     root = Path(recipe.out_dir)

@@ -136,7 +136,9 @@ def consolidate(checkpoint: str | Path, out_dir: str | Path, *, tokenizer: str |
     model_cfg = model_config_from_recipe(recipe)
     model = build_model(model_cfg)
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    missing = [k for k in missing if not _is_tied_alias(model, k)]
+    # A tied weight has two names; a checkpoint may carry only one of them.
+    aliases = set(dict(model.named_parameters(remove_duplicate=False))) - set(dict(model.named_parameters()))
+    missing = [k for k in missing if k not in aliases]
     if missing or unexpected:
         raise UserError(
             f"{checkpoint}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
@@ -144,13 +146,6 @@ def consolidate(checkpoint: str | Path, out_dir: str | Path, *, tokenizer: str |
     if tokenizer is None and recipe.get("data", {}).get("path"):
         tokenizer = Path(recipe["data"]["path"])
     return write_release(model, model_cfg, out_dir, tokenizer=tokenizer, recipe=recipe)
-
-
-def _is_tied_alias(model: torch.nn.Module, key: str) -> bool:
-    """A parameter name that is another name for a tied weight (e.g. the LM head's weight)."""
-    params = dict(model.named_parameters(remove_duplicate=False))
-    unique = {id(p) for n, p in model.named_parameters()}
-    return key in params and id(params[key]) in unique and key not in dict(model.named_parameters())
 
 
 def load_release(folder: str | Path) -> tuple[torch.nn.Module, ModelConfig]:

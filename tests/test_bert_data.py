@@ -15,8 +15,9 @@ from data_prep.config import BertInstanceConfig, MaskingConfig, ShardConfig, Tok
 from data_prep.datasets import check_data_manifest, open_dataset
 from data_prep.errors import UserError
 from data_prep.manifest import read_manifest, sha256_file, verify_checksums, write_manifest
-from data_prep.shards import IndexedShards, tokenize_to_shards
+from data_prep.shards import IndexedShards
 from data_prep.text import split_sentences
+from data_prep.tokenize import tokenize_to_shards
 from data_prep.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
 N_DOCS = 60

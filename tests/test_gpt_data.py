@@ -15,8 +15,9 @@ from data_prep.errors import UserError
 from data_prep.gpt_data import GptDataset, pack_gpt_windows
 from data_prep.manifest import read_manifest, verify_checksums, write_manifest
 from data_prep.packing import dropped_tail, num_windows, pack_documents, window
-from data_prep.shards import IndexedShards, split_of, tokenize_to_shards
+from data_prep.shards import IndexedShards
 from data_prep.text import split_sentences
+from data_prep.tokenize import split_of, tokenize_to_shards
 from data_prep.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
 N_DOCS = 60

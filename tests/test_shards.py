@@ -15,14 +15,8 @@ import pytest
 from data_prep.config import ShardConfig, TokenizerConfig
 from data_prep.errors import UserError
 from data_prep.manifest import file_entry, read_manifest, verify_checksums, write_manifest
-from data_prep.shards import (
-    IndexedShards,
-    ShardWriter,
-    dtype_for_vocab,
-    open_split,
-    split_of,
-    tokenize_to_shards,
-)
+from data_prep.shards import IndexedShards, ShardWriter, dtype_for_vocab, open_split
+from data_prep.tokenize import split_of, tokenize_to_shards
 from data_prep.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
 
