@@ -103,10 +103,13 @@ class Throughput(L.Callback):
 
     Tokens are the non-padding tokens of the batches (padding costs compute in a dense model but is not
     useful work, so it is not counted). Rates are for the whole job: one rank's count times the world size.
-    MFU = achieved model FLOP/s per device / the device's peak, with FLOPs from ``pipeline.flops``.
+    MFU = achieved model FLOP/s per device / the device's peak, with FLOPs from ``pipeline.flops`` (FLOP
+    metrics are left out when ``flops_per_token`` is None).
     """
 
-    def __init__(self, flops_per_token: float, peak_flops: float | None, log_every_n_steps: int) -> None:
+    def __init__(
+        self, flops_per_token: float | None, peak_flops: float | None, log_every_n_steps: int
+    ) -> None:
         self.flops_per_token = flops_per_token
         self.peak_flops = peak_flops
         self.every = max(1, log_every_n_steps)
@@ -143,9 +146,10 @@ class Throughput(L.Callback):
         metrics = {
             "perf/tokens_per_s": tokens_per_s,
             "perf/samples_per_s": self._samples * world / elapsed,
-            "perf/tflops_per_device": tokens_per_s / world * self.flops_per_token / 1e12,
         }
-        if self.peak_flops:
+        if self.flops_per_token:
+            metrics["perf/tflops_per_device"] = tokens_per_s / world * self.flops_per_token / 1e12
+        if self.flops_per_token and self.peak_flops:
             metrics["perf/mfu"] = tokens_per_s / world * self.flops_per_token / self.peak_flops
         pl_module.log_dict(metrics, on_step=True, on_epoch=False, rank_zero_only=True)
         self._tokens = self._samples = 0

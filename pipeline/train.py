@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from data_prep.errors import UserError
-from pipeline.config import PretrainRecipe, TrainerConfig
+from pipeline.config import CheckpointConfig, LoggingConfig, OptimConfig, PretrainRecipe, TrainerConfig
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,14 @@ def wandb_run_id(run_dir: Path) -> str:
     return run_id
 
 
-def build_loggers(recipe: PretrainRecipe, run_dir: Path, resume_step: int | None) -> list[Any]:
+def build_loggers(
+    logging_cfg: LoggingConfig, run_dir: Path, resume_step: int | None, config: dict[str, Any]
+) -> list[Any]:
+    """``metrics.csv`` (always) and W&B (offline without an API key) for a run folder; ``config`` goes to W&B."""
     from pipeline.callbacks import MetricsCSV
 
     loggers: list[Any] = [MetricsCSV(run_dir / "metrics.csv", resume_step=resume_step)]
-    lg = recipe.logging
+    lg = logging_cfg
     mode = wandb_mode(lg.mode)
     if lg.wandb and mode != "disabled":
         from lightning.pytorch.loggers import WandbLogger
@@ -117,32 +120,153 @@ def build_loggers(recipe: PretrainRecipe, run_dir: Path, resume_step: int | None
                 id=wandb_run_id(run_dir),
                 resume="allow",
                 offline=mode == "offline",
-                config=dataclasses.asdict(recipe),
+                config=config,
             )
         )
     return loggers
 
 
-def peak_flops(recipe: PretrainRecipe, gpu: bool) -> float | None:
+def peak_flops(logging_cfg: LoggingConfig, trainer_cfg: TrainerConfig, gpu: bool) -> float | None:
     """Peak FLOP/s of one device: recipe override, else the device table, else measured (CPU)."""
     from pipeline.flops import estimate_cpu_peak_flops, peak_flops_for
 
-    if recipe.logging.peak_flops:
-        return recipe.logging.peak_flops
-    precision = (
-        "bf16"
-        if "bf16" in recipe.trainer.precision
-        else ("fp16" if "16" in recipe.trainer.precision else "fp32")
-    )
+    if logging_cfg.peak_flops:
+        return logging_cfg.peak_flops
+    prec = trainer_cfg.precision
+    precision = "bf16" if "bf16" in prec else ("fp16" if "16" in prec else "fp32")
     if gpu:
         return peak_flops_for(torch.cuda.get_device_name(0), precision)
     return estimate_cpu_peak_flops()
 
 
-def save_resolved_recipe(recipe: PretrainRecipe, run_dir: Path) -> dict[str, Any]:
+def save_resolved_recipe(recipe: Any, run_dir: Path) -> dict[str, Any]:
+    """Write ``run_dir/recipe.yaml`` (the recipe after overrides) and return it as a plain dict."""
     data = dataclasses.asdict(recipe)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return data
+
+
+@dataclasses.dataclass
+class RunContext:
+    """Where and how a run trains: resolved once, before the model and data are built."""
+
+    run_dir: Path
+    gpu: bool
+    devices: int
+    num_nodes: int
+    accum: int
+    ckpt_path: Path | None
+    resume_step: int | None
+    recipe_dict: dict[str, Any]
+
+    @property
+    def world(self) -> int:
+        return self.devices * self.num_nodes
+
+
+def prepare_run(recipe: Any, resume: str | None) -> RunContext:
+    """Make the run folder, save the resolved recipe, seed, and work out devices, accumulation and resume.
+
+    ``recipe`` is any run recipe with ``run_dir`` and ``trainer`` (pretraining, fine-tuning, baselines).
+    """
+    import lightning as L
+
+    from pipeline.checkpoint import checkpoint_step, resolve_resume
+    from pipeline.optim import grad_accumulation
+
+    tc: TrainerConfig = recipe.trainer
+    run_dir = Path(recipe.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    gpu = on_gpu(tc)
+    devices, num_nodes = cluster_shape(tc)
+    accum = grad_accumulation(tc.global_batch_size, tc.micro_batch_size, devices * num_nodes)
+    ckpt_path = resolve_resume(resume, run_dir)
+    resume_step = checkpoint_step(ckpt_path) if ckpt_path is not None else None
+    recipe_dict = save_resolved_recipe(recipe, run_dir)
+    L.seed_everything(tc.seed, workers=True, verbose=False)
+    return RunContext(run_dir, gpu, devices, num_nodes, accum, ckpt_path, resume_step, recipe_dict)
+
+
+def build_trainer(
+    ctx: RunContext,
+    *,
+    trainer_cfg: TrainerConfig,
+    optim_cfg: OptimConfig,
+    checkpoint_cfg: CheckpointConfig,
+    logging_cfg: LoggingConfig,
+    flops_per_token: float | None = None,
+    callbacks: list[Any] | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> Any:
+    """The Lightning ``Trainer`` every run uses: strategy, precision, step checkpoints, CSV + W&B, throughput.
+
+    ``flops_per_token`` (training FLOPs per token) turns on the MFU metric. ``overrides`` replace Trainer
+    arguments (fine-tuning trains by epochs, for example).
+    """
+    import lightning as L
+
+    from pipeline.callbacks import Throughput
+    from pipeline.strategies import RecipeCheckpoint
+
+    tc = trainer_cfg
+    all_callbacks = [
+        *(callbacks or []),
+        RecipeCheckpoint(
+            ctx.recipe_dict,
+            dirpath=ctx.run_dir / "checkpoints",
+            filename="step-{step:07d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=checkpoint_cfg.every_n_steps,
+            keep_last=checkpoint_cfg.keep_last,
+            save_on_train_epoch_end=False,
+        ),
+        Throughput(
+            flops_per_token,
+            peak_flops(logging_cfg, tc, ctx.gpu) if flops_per_token else None,
+            tc.log_every_n_steps,
+        ),
+    ]
+    kwargs: dict[str, Any] = dict(
+        accelerator="gpu" if ctx.gpu else "cpu",
+        devices=ctx.devices,
+        num_nodes=ctx.num_nodes,
+        strategy=build_strategy(tc, ctx.gpu, ctx.devices, ctx.num_nodes),
+        precision=tc.precision,
+        max_steps=tc.max_steps,
+        accumulate_grad_batches=ctx.accum,
+        gradient_clip_val=optim_cfg.grad_clip or None,
+        val_check_interval=tc.val_every_n_steps * ctx.accum if tc.val_every_n_steps else None,
+        check_val_every_n_epoch=None,
+        limit_val_batches=tc.val_batches if tc.val_every_n_steps else 0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=tc.log_every_n_steps,
+        logger=build_loggers(logging_cfg, ctx.run_dir, ctx.resume_step, ctx.recipe_dict),
+        callbacks=all_callbacks,
+        default_root_dir=str(ctx.run_dir),
+        use_distributed_sampler=False,  # our data modules shard by rank themselves, resumably
+        enable_progress_bar=progress,
+        enable_model_summary=progress,
+        deterministic=False,
+    )
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)
+
+
+def fit(trainer: Any, module: Any, datamodule: Any, ctx: RunContext, *, compile: bool = False) -> Path:
+    """``trainer.fit`` (resuming from ``ctx.ckpt_path``), then close W&B; returns the run folder."""
+    if compile:
+        module.model = torch.compile(module.model)
+    try:
+        trainer.fit(
+            module,
+            datamodule=datamodule,
+            ckpt_path=str(ctx.ckpt_path) if ctx.ckpt_path else None,
+            weights_only=True,
+        )
+    finally:
+        _finish_wandb()
+    return ctx.run_dir
 
 
 def pretrain(
@@ -153,93 +277,44 @@ def pretrain(
     callbacks: list[Any] | None = None,
 ) -> Path:
     """Run (or resume) a pretraining recipe; returns the run folder. ``callbacks`` are extra Lightning callbacks."""
-    import lightning as L
-
-    from pipeline.callbacks import Throughput
-    from pipeline.checkpoint import checkpoint_step, resolve_resume
     from pipeline.data import PretrainDataModule
     from pipeline.flops import flops_per_token
     from pipeline.models.config import load_model_config
-    from pipeline.optim import grad_accumulation
-    from pipeline.strategies import RecipeCheckpoint
     from pipeline.tasks.pretrain import PretrainModule
 
     tc = recipe.trainer
-    run_dir = Path(recipe.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     model_cfg = load_model_config(recipe.model, **recipe.model_overrides)
-    gpu = on_gpu(tc)
-    devices, num_nodes = cluster_shape(tc)
-    world = devices * num_nodes
-    accum = grad_accumulation(tc.global_batch_size, tc.micro_batch_size, world)
     if recipe.optim.name == "lamb" and tc.strategy == "deepspeed":
         log.warning(
             "LAMB under ZeRO computes trust ratios per shard, not per tensor; prefer adamw with deepspeed"
         )
-
-    ckpt_path = resolve_resume(resume, run_dir)
-    resume_step = checkpoint_step(ckpt_path) if ckpt_path is not None else None
-    recipe_dict = save_resolved_recipe(recipe, run_dir)
-    L.seed_everything(tc.seed, workers=True, verbose=False)
-
+    ctx = prepare_run(recipe, resume)
     dm = PretrainDataModule(
         recipe.data,
         model_cfg,
         micro_batch_size=tc.micro_batch_size,
-        grad_accumulation=accum,
+        grad_accumulation=ctx.accum,
         val_batches=tc.val_batches,
     )
     dm.setup("fit")  # fail on a data/model mismatch before any process group starts
-    module = PretrainModule(model_cfg, recipe.optim, max_steps=tc.max_steps, seed=tc.seed, recipe=recipe_dict)
+    module = PretrainModule(
+        model_cfg, recipe.optim, max_steps=tc.max_steps, seed=tc.seed, recipe=ctx.recipe_dict
+    )
     mlm_fraction = None
     if model_cfg.arch == "bert":
         masking = dm.train_ds.manifest.get("settings", {}).get("masking", {})
         mlm_fraction = float(masking.get("mlm_probability", 0.15))
-    fpt = flops_per_token(model_cfg, dm.seq_len, mlm_fraction=mlm_fraction)
-
-    callbacks = [
-        *(callbacks or []),
-        RecipeCheckpoint(
-            recipe_dict,
-            dirpath=run_dir / "checkpoints",
-            filename="step-{step:07d}",
-            auto_insert_metric_name=False,
-            every_n_train_steps=recipe.checkpoint.every_n_steps,
-            keep_last=recipe.checkpoint.keep_last,
-            save_on_train_epoch_end=False,
-        ),
-        Throughput(fpt, peak_flops(recipe, gpu), tc.log_every_n_steps),
-    ]
-    strategy = build_strategy(tc, gpu, devices, num_nodes)
-    trainer = L.Trainer(
-        accelerator="gpu" if gpu else "cpu",
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy,
-        precision=tc.precision,
-        max_steps=tc.max_steps,
-        accumulate_grad_batches=accum,
-        gradient_clip_val=recipe.optim.grad_clip or None,
-        val_check_interval=tc.val_every_n_steps * accum if tc.val_every_n_steps else None,
-        check_val_every_n_epoch=None,
-        limit_val_batches=tc.val_batches if tc.val_every_n_steps else 0,
-        num_sanity_val_steps=0,
-        log_every_n_steps=tc.log_every_n_steps,
-        logger=build_loggers(recipe, run_dir, resume_step),
+    trainer = build_trainer(
+        ctx,
+        trainer_cfg=tc,
+        optim_cfg=recipe.optim,
+        checkpoint_cfg=recipe.checkpoint,
+        logging_cfg=recipe.logging,
+        flops_per_token=flops_per_token(model_cfg, dm.seq_len, mlm_fraction=mlm_fraction),
         callbacks=callbacks,
-        default_root_dir=str(run_dir),
-        use_distributed_sampler=False,  # the DataModule shards by rank itself, resumably
-        enable_progress_bar=progress,
-        enable_model_summary=progress,
-        deterministic=False,
+        progress=progress,
     )
-    if tc.compile:
-        module.model = torch.compile(module.model)
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
-    finally:
-        _finish_wandb()
-    return run_dir
+    return fit(trainer, module, dm, ctx, compile=tc.compile)
 
 
 def _finish_wandb() -> None:
