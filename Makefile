@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_CPU ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint format clean setup
+.PHONY: demo test test-all lint format clean setup compare
 
 setup: $(STAMP)
 
@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m pipeline.demo
+
+# Baselines (RNN, LSTM, GRU, Transformer-LM, GPT) on the demo data, same token budget: runs/demo/compare-tiny/report/
+compare: $(STAMP)
+	@test -f runs/demo/data/gpt/gpt/manifest.json || $(PY) -m data_prep run recipes/data/demo-gpt.yaml
+	$(PY) -m pipeline compare --config recipes/compare/tiny.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -45,8 +45,10 @@ def _stage(name: str, out: Path, fingerprint: str, force: bool, work: Callable[[
     return out
 
 
-def run_recipe(recipe: DataRecipe, *, force: bool = False, progress: bool = True) -> dict[str, Path]:
-    """Run every stage the recipe names; returns ``{stage: folder}``."""
+def run_recipe(
+    recipe: DataRecipe, *, force: bool = False, progress: bool = True, until: str | None = None
+) -> dict[str, Path]:
+    """Run every stage the recipe names (``until="tokenizer"``: stop after that stage); returns ``{stage: folder}``."""
     from data_prep.extract import extract
     from data_prep.tokenize import tokenize_to_shards
     from data_prep.tokenizer import save_tokenizer, train_tokenizer
@@ -87,6 +89,8 @@ def run_recipe(recipe: DataRecipe, *, force: bool = False, progress: bool = True
     out["tokenizer"] = _stage(
         "tokenizer", tok_dir, _fingerprint(asdict(recipe.tokenizer), tok_upstream), force, tok_work
     )
+    if until == "tokenizer":
+        return out
 
     shards = root / "shards"
     out["shards"] = _stage(

@@ -11,6 +11,7 @@ user's back: the manifest's ``"warnings"`` says so and a ``UserWarning`` is rais
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import shutil
@@ -143,8 +144,15 @@ def tokenize_to_shards(
     out_dir: str | Path,
     cfg: ShardConfig,
     progress: bool = True,
+    *,
+    part: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Tokenize a documents folder into ``out_dir/{train,valid}`` shards; writes and returns the manifest."""
+    """Tokenize a documents folder into ``out_dir/{train,valid}`` shards; writes and returns the manifest.
+
+    ``part=(i, n)``: only the i-th of n contiguous ranges of documents (a Slurm array task; the split still
+    hashes each document's global index). ``data_prep.parts.merge_parts`` joins the parts into the folder a
+    single run writes, byte for byte.
+    """
     from data_prep.extract import read_documents  # imported late: the extract stage is optional for readers
 
     documents_dir, out_dir = Path(documents_dir), Path(out_dir)
@@ -167,7 +175,15 @@ def tokenize_to_shards(
     total = total if isinstance(total, int) else None
     bar = tqdm(total=total, unit="doc", desc="shards", disable=None if progress else True)
 
-    batches = _batches(read_documents(documents_dir), cfg.batch_documents)
+    documents: Iterator[dict] = read_documents(documents_dir)
+    start = 0
+    if part is not None:
+        from data_prep.parts import part_range
+
+        start, end = part_range(doc_manifest, part)
+        documents = itertools.islice(documents, start, end)
+        doc_index = start
+    batches = _batches(documents, cfg.batch_documents)
     try:
         for (docs, batch_skips, batch_unk), n in _encoded(batches, str(tok_file), info["kind"], workers):
             # Results come in input order, so the split and the shard layout never depend on workers.
@@ -181,7 +197,40 @@ def tokenize_to_shards(
     finally:
         bar.close()
     shard_lists = {s: w.close() for s, w in writers.items()}
+    if part is not None:
+        from data_prep.parts import write_part_manifest
 
+        return write_part_manifest(
+            out_dir,
+            documents_dir,
+            tok_file,
+            info,
+            dtype,
+            cfg,
+            shard_lists,
+            (start, doc_index),
+            skips,
+            unk,
+            part,
+        )
+    return write_shards_manifest(
+        out_dir, documents_dir, tok_file, info, dtype, cfg, shard_lists, doc_index, skips, unk
+    )
+
+
+def write_shards_manifest(
+    out_dir: Path,
+    documents_dir: Path,
+    tok_file: Path,
+    info: dict[str, Any],
+    dtype: np.dtype,
+    cfg: ShardConfig,
+    shard_lists: dict[str, list[dict[str, Any]]],
+    doc_index: int,
+    skips: SkipLog,
+    unk: int,
+) -> dict[str, Any]:
+    """Check the counts, copy the tokenizer and write the ``shards`` manifest (``doc_index`` documents read)."""
     keys = ("documents", "sentences", "tokens")
     splits = {s: {**{k: sum(x[k] for x in sh) for k in keys}, "shards": sh} for s, sh in shard_lists.items()}
     written = splits["train"]["documents"] + splits["valid"]["documents"]

@@ -33,7 +33,7 @@ def checkpoint_step(path: str | Path) -> int | None:
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Checkpoints of a run, oldest first (files or DeepSpeed folders, plus Slurm's ``hpc_ckpt_N.ckpt``)."""
+    """Checkpoints of a run, oldest first (files or DeepSpeed folders; a Slurm preemption writes one too)."""
     folder = Path(run_dir) / CHECKPOINTS
     found = (
         [p for p in folder.glob("step-*.ckpt") if checkpoint_step(p) is not None] if folder.is_dir() else []

@@ -12,6 +12,11 @@ forward pass does:
 plus the output projection to the vocabulary (2CV per predicted token). For GPT this is exactly
 6N + 12 L C T with N the parameters of the matmuls (blocks + the tied vocabulary projection). Embedding lookups,
 LayerNorm, softmax, GELU and biases are not counted.
+
+The recurrent baselines (``rnn``/``lstm``/``gru``) do per token and per layer g gate matrix multiplies on the
+layer's input and on the previous state, 2 * g * (D_in * H + H * H) with g = 1 (tanh RNN), 4 (LSTM), 3 (GRU),
+plus the H -> E projection when tied and E != H, and the vocabulary projection. ``transformer-lm`` counts as
+GPT (the same matmuls).
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ import time
 
 import torch
 
-from pipeline.models.config import ModelConfig
+from pipeline.models.config import RNN_ARCHS, ModelConfig
+
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+"""Gate matrix multiplies per recurrent step."""
 
 
 def _sizes(config: ModelConfig) -> tuple[int, int, int, int]:
@@ -35,11 +43,15 @@ def flops_per_token(config: ModelConfig, seq_len: int, *, mlm_fraction: float | 
     ``mlm_fraction`` (BERT only): fraction of tokens the MLM head predicts when it runs only at masked positions
     (e.g. 20 predictions / 128 tokens); None = the head runs at every position. BERT's pooler and NSP head run
     once per sequence and are spread over its ``seq_len`` tokens."""
+    if config.arch in RNN_ARCHS:
+        if mlm_fraction is not None:
+            raise ValueError("mlm_fraction applies to BERT only")
+        return 3.0 * _rnn_forward_flops(config)
     C, I, L, V = _sizes(config)
     T = seq_len
     per_layer = 2 * 4 * C * C + 2 * 2 * C * I + 2 * 2 * T * C
     forward = L * per_layer
-    if config.arch == "gpt":
+    if config.arch != "bert":
         if mlm_fraction is not None:
             raise ValueError("mlm_fraction applies to BERT only")
         forward += 2 * C * V  # lm_head at every position
@@ -51,18 +63,46 @@ def flops_per_token(config: ModelConfig, seq_len: int, *, mlm_fraction: float | 
     return 3.0 * forward
 
 
+def _rnn_forward_flops(config: ModelConfig) -> float:
+    """Forward FLOPs per token of an ``rnn``/``lstm``/``gru`` language model."""
+    H, L, V = config.hidden_size, config.num_layers, config.vocab_size
+    E = config.embedding_size or H
+    g = GATES[config.arch]
+    recurrent = sum(2 * g * ((E if i == 0 else H) * H + H * H) for i in range(L))
+    tied = config.tie_embeddings
+    proj = 2 * H * E if tied and E != H else 0
+    return recurrent + proj + 2 * (E if tied else H) * V
+
+
+def _rnn_parameters(config: ModelConfig, embeddings: bool) -> int:
+    H, L, V = config.hidden_size, config.num_layers, config.vocab_size
+    E = config.embedding_size or H
+    g = GATES[config.arch]
+    total = sum(g * ((E if i == 0 else H) * H + H * H + 2 * H) for i in range(L))  # torch keeps two biases
+    tied = config.tie_embeddings
+    if tied and E != H:
+        total += H * E + E
+    if not tied:
+        total += H * V  # its own output projection
+    return total + V * E if embeddings else total
+
+
 def num_parameters(config: ModelConfig, *, embeddings: bool = True) -> int:
     """Parameter count computed from the config (tied weights counted once).
 
     ``embeddings=False`` leaves out the lookup tables (word, position and token-type embeddings; Kaplan et al.'s
     "non-embedding" count). The word embedding doubles as the output projection, so it is left out entirely."""
+    if config.arch in RNN_ARCHS:
+        return _rnn_parameters(config, embeddings)
     C, I, L, V = _sizes(config)
     attention = 4 * (C * C + C)  # Q, K, V, output: weight + bias
     mlp = C * I + I + I * C + C
     layer_norms = 2 * 2 * C
     total = L * (attention + mlp + layer_norms)
     tables = V * C + config.max_position_embeddings * C
-    if config.arch == "gpt":
+    if config.arch == "transformer-lm":
+        tables = V * C  # sinusoidal positions are not parameters; no final LayerNorm (post-LN)
+    elif config.arch == "gpt":
         total += 2 * C  # ln_f; lm_head is the word embedding
     else:
         tables += config.type_vocab_size * C
@@ -88,6 +128,7 @@ PEAK_FLOPS: dict[str, dict[str, float] | None] = {
     "A100-40GB": {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
     "A100-80GB": {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
     "V100": {"fp16": 125e12, "fp32": 15.7e12},  # SXM2; no bf16
+    "L40S": {"bf16": 362.05e12, "fp16": 362.05e12, "tf32": 183e12, "fp32": 91.6e12},
     "L4": {"bf16": 121e12, "fp16": 121e12, "tf32": 60e12, "fp32": 30.3e12},
     # The A10 datasheet's figures; the A10G (AWS g5) is clocked lower, so its MFU reads a little low.
     "A10G": {"bf16": 125e12, "fp16": 125e12, "tf32": 62.5e12, "fp32": 31.2e12},
@@ -119,6 +160,8 @@ def device_key(device_name: str) -> str | None:
         return "V100"
     if "a10g" in name:
         return "A10G"
+    if "l40s" in name:
+        return "L40S"
     if re.search(r"\bl4\b", name):  # not L40 / L40S
         return "L4"
     return None

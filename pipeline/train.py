@@ -205,13 +205,16 @@ def build_trainer(
     arguments (fine-tuning trains by epochs, for example).
     """
     import lightning as L
+    from lightning.fabric.plugins.environments import SLURMEnvironment
 
     from pipeline.callbacks import Throughput
+    from pipeline.preemption import SlurmRequeue
     from pipeline.strategies import RecipeCheckpoint
 
     tc = trainer_cfg
     all_callbacks = [
         *(callbacks or []),
+        SlurmRequeue(),  # SIGUSR1 under Slurm: step checkpoint + requeue (a no-op elsewhere)
         RecipeCheckpoint(
             ctx.recipe_dict,
             dirpath=ctx.run_dir / "checkpoints",
@@ -249,6 +252,8 @@ def build_trainer(
         enable_model_summary=progress,
         deterministic=False,
     )
+    if SLURMEnvironment.detect():  # rendezvous from the Slurm environment; requeue is SlurmRequeue's job
+        kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     kwargs.update(overrides)
     return L.Trainer(**kwargs)
 

@@ -9,14 +9,18 @@ import pytest
 
 from data_prep.config import DataRecipe, TokenizerConfig
 from data_prep.recipe import RecipeError, apply_overrides, field_docs, from_dict, load
+from pipeline.compare import CompareRecipe
 from pipeline.config import PretrainRecipe
+from pipeline.finetune.config import FinetuneRecipe
 from pipeline.models.config import ModelConfig
+from pipeline.seq2seq_recipe import Seq2SeqRecipe
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
 
 # Which dataclass reads which folder of recipes/. A recipe in a folder not listed here fails the test.
-RECIPE_CLASSES = {"data": DataRecipe, "models": ModelConfig, ".": PretrainRecipe}
+RECIPE_CLASSES = {"data": DataRecipe, "models": ModelConfig, ".": PretrainRecipe, "finetune": FinetuneRecipe}
+RECIPE_CLASSES.update(baselines=PretrainRecipe, seq2seq=Seq2SeqRecipe, compare=CompareRecipe)  # issue 6
 
 
 def _recipe_class(path: Path) -> type:

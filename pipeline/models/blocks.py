@@ -138,16 +138,31 @@ class SelfAttention(nn.Module):
         self.resid_dropout = Dropout(config.hidden_dropout)
 
     def forward(
-        self, x: Tensor, pad_mask: Tensor | None = None, return_weights: bool = False
+        self,
+        x: Tensor,
+        pad_mask: Tensor | None = None,
+        return_weights: bool = False,
+        memory: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """x: (B, T, C); pad_mask: (B, 1, 1, T) from ``padding_mask`` or None.
+        """x: (B, T, C); pad_mask: (B, 1, 1, S) from ``padding_mask`` (over the keys) or None.
 
-        Returns the output (B, T, C) and, with ``return_weights``, the attention weights (B, nh, T, T)
+        Self-attention by default (S = T). With ``memory`` (B, S, C) it is cross-attention (the encoder-decoder
+        attention of the original Transformer): queries from ``x``, keys and values from ``memory``.
+
+        Returns the output (B, T, C) and, with ``return_weights``, the attention weights (B, nh, T, S)
         (computed explicitly, without dropout), else None."""
-        if self.fused_qkv:
-            q, k, v = self.c_attn(x).split(x.size(-1), dim=2)  # 3 x (B, T, C)
+        C = x.size(-1)
+        if memory is None:
+            if self.fused_qkv:
+                q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+            else:
+                q, k, v = self.query(x), self.key(x), self.value(x)
+        elif self.fused_qkv:
+            w, b = self.c_attn.weight, self.c_attn.bias
+            q = F.linear(x, w[:C], b[:C])  # (B, T, C)
+            k, v = F.linear(memory, w[C:], b[C:]).split(C, dim=2)  # 2 x (B, S, C)
         else:
-            q, k, v = self.query(x), self.key(x), self.value(x)
+            q, k, v = self.query(x), self.key(memory), self.value(memory)
         y, weights = self._attend(q, k, v, pad_mask, return_weights)
         return self.resid_dropout(self.c_proj(y)), weights
 
@@ -180,10 +195,11 @@ class SelfAttention(nn.Module):
     def _attend(
         self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None, return_weights: bool
     ) -> tuple[Tensor, Tensor | None]:
-        """q, k, v: (B, T, C) -> softmax(Q K^T / sqrt(hd)) V per head, heads side by side again: (B, T, C)."""
+        """q: (B, T, C), k, v: (B, S, C) -> softmax(Q K^T / sqrt(hd)) V per head, heads side by side again:
+        (B, T, C). Self-attention has S = T; cross-attention's keys come from another sequence."""
         B, T, C = q.shape
         # Split C into heads: (B, T, C) -> (B, T, nh, hd) -> (B, nh, T, hd)
-        q, k, v = (t.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.view(B, -1, self.num_heads, C // self.num_heads).transpose(1, 2) for t in (q, k, v))
 
         mask, is_causal = pad_mask, self.causal
         if self.causal and (pad_mask is not None or return_weights):
@@ -286,6 +302,51 @@ class Block(nn.Module):
             a, weights = self.attn(x, pad_mask, return_weights)
             x = self.ln_1(x + a)
             x = self.ln_2(x + self.mlp(x))
+        return x, weights
+
+
+class DecoderBlock(nn.Module):
+    """A decoder layer of the original encoder-decoder Transformer (Vaswani et al. 2017), built from the same
+    parts as ``Block``: masked (causal) self-attention, then cross-attention over the encoder's output
+    (``memory``), then the MLP, each with a residual connection and a LayerNorm (post-LN, as in the paper,
+    unless ``pre_ln``). ``ln_1``/``ln_cross``/``ln_2`` belong to the three sublayers in that order."""
+
+    def __init__(self, config: ModelConfig, *, pre_ln: bool = False) -> None:
+        super().__init__()
+        eps = config.layer_norm_eps
+        assert eps is not None
+        C = config.hidden_size
+        self.pre_ln = pre_ln
+        self.ln_1 = nn.LayerNorm(C, eps=eps)
+        self.attn = SelfAttention(config, causal=True, fused_qkv=False)
+        self.ln_cross = nn.LayerNorm(C, eps=eps)
+        self.cross_attn = SelfAttention(config, causal=False, fused_qkv=False)
+        self.ln_2 = nn.LayerNorm(C, eps=eps)
+        self.mlp = MLP(config)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor | None = None,
+        self_mask: Tensor | None = None,
+        return_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """x: (B, T, C) target states; memory: (B, S, C) encoder output; memory_mask: (B, 1, 1, S) from
+        ``padding_mask`` (source padding); self_mask: (B, 1, 1, T) target padding (the causal mask is always on).
+
+        Returns (B, T, C) and, with ``return_weights``, the cross-attention weights (B, nh, T, S)."""
+        sublayers = (
+            (self.ln_1, lambda h: self.attn(h, self_mask)[0]),
+            (self.ln_cross, lambda h: self.cross_attn(h, memory_mask, return_weights, memory=memory)),
+            (self.ln_2, self.mlp),
+        )
+        weights = None
+        for i, (ln, sublayer) in enumerate(sublayers):
+            out = sublayer(ln(x) if self.pre_ln else x)
+            if i == 1:
+                out, weights = out
+            x = x + out if self.pre_ln else ln(x + out)
         return x, weights
 
 

@@ -1,6 +1,7 @@
 """The model's shape and its few switches: one dataclass, loaded from ``recipes/models/NAME.yaml``.
 
-The same dataclass describes BERT and GPT; the defaults that differ between the two (LayerNorm epsilon and the
+The same dataclass describes BERT, GPT and the language-model baselines (vanilla RNN, LSTM, GRU and the
+original post-LN Transformer used as a decoder-only LM); the defaults that differ between the two (LayerNorm epsilon and the
 GELU form) are left ``None`` here and filled in ``__post_init__`` from ``arch``, so a resolved config written
 next to a checkpoint holds the values that were really used.
 """
@@ -9,35 +10,46 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from data_prep.recipe import RecipeError, from_dict, load_yaml
 
 MODEL_RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "models"
 
+Arch = Literal["bert", "gpt", "rnn", "lstm", "gru", "transformer-lm"]
+RNN_ARCHS = ("rnn", "lstm", "gru")
+"""The recurrent baselines: vanilla (tanh) RNN, LSTM and GRU language models (``pipeline.models.rnn``)."""
+CAUSAL_LM_ARCHS = tuple(a for a in get_args(Arch) if a != "bert")
+"""Every arch trained by next-token prediction on the ``gpt`` windows."""
+
 
 @dataclass
 class ModelConfig:
-    """A BERT or GPT Transformer: sizes, dropout, initialisation and memory switches."""
+    """A BERT or GPT Transformer, or a language-model baseline: sizes, dropout, initialisation and switches."""
 
-    arch: Literal["bert", "gpt"]
-    """``bert`` (post-LN encoder, MLM + NSP heads) or ``gpt`` (pre-LN causal decoder, GPT-2 layout)."""
+    arch: Arch
+    """``bert`` (post-LN encoder, MLM + NSP heads), ``gpt`` (pre-LN causal decoder, GPT-2 layout), the
+    recurrent baselines ``rnn`` (tanh), ``lstm``, ``gru``, or ``transformer-lm`` (the original post-LN
+    Transformer's decoder stack with sinusoidal positions, as a causal LM). All but ``bert`` train on the
+    ``gpt`` windows with the same next-token loss."""
     vocab_size: int
     """Rows of the token embedding (and of the tied output projection); must match the tokenizer."""
     max_position_embeddings: int
-    """Longest sequence the learned position embedding covers."""
+    """Longest sequence the learned position embedding covers (RNNs and ``transformer-lm`` have no table:
+    the longest window they accept)."""
     hidden_size: int
-    """Width of the residual stream (C)."""
+    """Width of the residual stream (C); for RNNs the width of the recurrent state (H)."""
     num_layers: int
-    """Transformer blocks."""
-    num_heads: int
-    """Attention heads; ``hidden_size`` must divide evenly among them."""
+    """Transformer blocks, or stacked recurrent layers."""
+    num_heads: int = 1
+    """Attention heads; ``hidden_size`` must divide evenly among them (unused by RNNs)."""
     intermediate_size: int | None = None
     """Hidden width of each block's MLP; ``None`` means ``4 * hidden_size``."""
     type_vocab_size: int = 2
     """BERT only: segment (token type) embeddings, 2 for sentence A / sentence B."""
     hidden_dropout: float = 0.1
-    """Dropout on the embeddings and on each sublayer's output before the residual add."""
+    """Dropout on the embeddings and on each sublayer's output before the residual add (RNNs: on the
+    embeddings, between stacked layers and on the top layer's output)."""
     attention_dropout: float = 0.1
     """Dropout on the attention probabilities (training only)."""
     layer_norm_eps: float | None = None
@@ -55,6 +67,12 @@ class ModelConfig:
     """Recompute each block's activations in the backward pass (``torch.utils.checkpoint``): less memory,
     about one more forward pass of compute."""
 
+    embedding_size: int | None = None
+    """RNN baselines: width of the token embedding (E); ``None`` means ``hidden_size``."""
+    tie_embeddings: bool = True
+    """RNN baselines: the output projection reuses the input embedding (through an H -> E projection when
+    E != H). GPT and ``transformer-lm`` always tie."""
+
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
@@ -63,7 +81,9 @@ class ModelConfig:
         if self.layer_norm_eps is None:
             self.layer_norm_eps = 1e-12 if self.arch == "bert" else 1e-5
         if self.activation is None:
-            self.activation = "gelu" if self.arch == "bert" else "gelu_new"
+            self.activation = "gelu_new" if self.arch == "gpt" else "gelu"
+        if self.embedding_size is None:
+            self.embedding_size = self.hidden_size
 
     @property
     def head_dim(self) -> int:
