@@ -1,4 +1,4 @@
-"""``python -m pipeline``: pretrain, consolidate (and, as later issues land, finetune, export, submit).
+"""``python -m pipeline``: pretrain, finetune, export, generate, consolidate, submit, compare, attention, seq2seq.
 
 A failing command prints one line, ``error: ...``, on stderr and exits non-zero (``--debug`` shows the traceback).
 """

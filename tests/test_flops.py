@@ -104,7 +104,7 @@ def test_mfu() -> None:
         ("Tesla V100-SXM2-16GB", "16-mixed", 125e12),
         ("Tesla V100-SXM2-16GB", "bf16", None),  # Volta has no bf16
         ("NVIDIA L4", "bf16", 121e12),
-        ("NVIDIA L40S", "bf16", None),  # not mistaken for an L4
+        ("NVIDIA L40S", "bf16", 362.05e12),  # not mistaken for an L4
         ("NVIDIA A10G", "tf32", 62.5e12),
         ("cpu", "fp32", None),
         ("Some Future GPU", "bf16", None),
