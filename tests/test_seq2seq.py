@@ -144,7 +144,6 @@ def _reverse_task(n: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
     return src, torch.ones_like(src), dec_in, labels
 
 
-@pytest.mark.slow  # ~40 s of CPU: 250 optimiser steps of a step-by-step decoder
 def test_attention_model_learns_to_reverse() -> None:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)

@@ -223,19 +223,22 @@ class SelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: C -> I -> GELU -> C, then dropout."""
+    """Position-wise feed-forward: C -> I -> GELU (or ReLU) -> C, then dropout."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         assert config.intermediate_size is not None  # filled by ModelConfig.__post_init__
         self.c_fc = nn.Linear(config.hidden_size, config.intermediate_size)
         self.c_proj = nn.Linear(config.intermediate_size, config.hidden_size)
-        # "gelu" is the exact erf form (BERT); "gelu_new" is GPT-2's tanh approximation.
+        # "gelu" is the exact erf form (BERT); "gelu_new" is GPT-2's tanh approximation; "relu" the original
+        # Transformer's.
+        self.relu = config.activation == "relu"
         self.approximate = "tanh" if config.activation == "gelu_new" else "none"
         self.dropout = Dropout(config.hidden_dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.gelu(self.c_fc(x), approximate=self.approximate)  # (B, T, I)
+        h = self.c_fc(x)  # (B, T, I)
+        h = F.relu(h) if self.relu else F.gelu(h, approximate=self.approximate)
         return self.dropout(self.c_proj(h))  # (B, T, C)
 
 

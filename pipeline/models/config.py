@@ -54,9 +54,10 @@ class ModelConfig:
     """Dropout on the attention probabilities (training only)."""
     layer_norm_eps: float | None = None
     """LayerNorm epsilon; ``None`` means 1e-12 for BERT and 1e-5 for GPT (what their checkpoints assume)."""
-    activation: Literal["gelu", "gelu_new"] | None = None
-    """MLP activation: ``gelu`` is the exact erf form (BERT), ``gelu_new`` the tanh approximation (GPT-2);
-    ``None`` picks the one that matches ``arch``."""
+    activation: Literal["gelu", "gelu_new", "relu"] | None = None
+    """MLP activation: ``gelu`` is the exact erf form (BERT), ``gelu_new`` the tanh approximation (GPT-2),
+    ``relu`` the original Transformer's; ``None`` picks the one that matches ``arch`` (``transformer-lm``:
+    ``relu``)."""
     nsp: bool = True
     """BERT only: keep the pooler and the next-sentence head; ``false`` trains MLM only (RoBERTa-style)."""
     pad_token_id: int = 0
@@ -81,7 +82,7 @@ class ModelConfig:
         if self.layer_norm_eps is None:
             self.layer_norm_eps = 1e-12 if self.arch == "bert" else 1e-5
         if self.activation is None:
-            self.activation = "gelu_new" if self.arch == "gpt" else "gelu"
+            self.activation = {"gpt": "gelu_new", "transformer-lm": "relu"}.get(self.arch, "gelu")
         if self.embedding_size is None:
             self.embedding_size = self.hidden_size
 

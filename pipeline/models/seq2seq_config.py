@@ -53,7 +53,7 @@ class Seq2SeqModelConfig:
     """Standard deviation of the normal initialisation of the Transformer's weight matrices."""
 
     def block_config(self) -> ModelConfig:
-        """The shared blocks' config for the Transformer (post-LN, GELU MLP)."""
+        """The shared blocks' config for the Transformer (post-LN, ReLU MLP as in Vaswani et al.)."""
         if self.vocab_size is None:
             raise ValueError("vocab_size is not set (it is filled from the data before the model is built)")
         return ModelConfig(

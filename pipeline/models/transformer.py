@@ -3,7 +3,7 @@
 Both models reuse the blocks BERT and GPT share (``blocks.py``): the encoder is a stack of ``Block`` (post-LN,
 bidirectional), the decoder a stack of ``DecoderBlock`` (masked self-attention, encoder-decoder attention, MLP).
 Embeddings are scaled by sqrt(d_model) and added to fixed sinusoids; the output projection is tied to the
-embedding. One departure: the MLP uses GELU (the shared block's) rather than ReLU.
+embedding. The MLP uses ReLU, as in the paper (``ModelConfig.activation``).
 
 ``TransformerLM`` is the decoder-only stack (no cross-attention) trained as a causal LM: the
 ``transformer-lm`` baseline of the comparison report.
