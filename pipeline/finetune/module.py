@@ -16,9 +16,10 @@ from torch import nn
 from pipeline.config import OptimConfig
 from pipeline.finetune.metrics import evaluate, token_predictions
 from pipeline.optim import build_optimizer, build_scheduler
+from pipeline.tasks.seeding import ReseedPerMicroBatch
 
 
-class FinetuneModule(L.LightningModule):
+class FinetuneModule(ReseedPerMicroBatch, L.LightningModule):
     """Trains ``model`` (a task model from ``pipeline.finetune.heads``) and evaluates it on the data module."""
 
     def __init__(
@@ -41,13 +42,6 @@ class FinetuneModule(L.LightningModule):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.model(batch)
-
-    def on_train_start(self) -> None:
-        self._micro_step = self.global_step * self.trainer.accumulate_grad_batches
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        torch.manual_seed(hash((self.seed, self._micro_step, self.global_rank)) % (2**63))
-        self._micro_step += 1
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self(batch)

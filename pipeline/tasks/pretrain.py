@@ -17,9 +17,10 @@ from pipeline.config import OptimConfig
 from pipeline.models import build_model
 from pipeline.models.config import ModelConfig
 from pipeline.optim import build_optimizer, build_scheduler
+from pipeline.tasks.seeding import ReseedPerMicroBatch
 
 
-class PretrainModule(L.LightningModule):
+class PretrainModule(ReseedPerMicroBatch, L.LightningModule):
     """Pretrains the model that ``model_cfg`` describes (BERT: MLM + NSP; GPT: next-token prediction)."""
 
     def __init__(
@@ -64,15 +65,6 @@ class PretrainModule(L.LightningModule):
                 m["nsp_acc"] = out.nsp_correct.float() / batch_size
             return m
         return {"loss": out.loss.detach(), "ppl": torch.exp(out.loss.detach().clamp(max=20))}
-
-    def on_train_start(self) -> None:
-        # Micro-batches done so far, restored from the step counter when resuming.
-        self._micro_step = self.global_step * self.trainer.accumulate_grad_batches
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # Reproducible dropout across resumes: the seed depends only on where we are in training.
-        torch.manual_seed(hash((self.seed, self._micro_step, self.global_rank)) % (2**63))
-        self._micro_step += 1
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self(batch)

@@ -21,6 +21,7 @@ from pipeline.models.seq2seq import build_seq2seq
 from pipeline.models.seq2seq_config import Seq2SeqModelConfig
 from pipeline.optim import build_optimizer, build_scheduler
 from pipeline.seq2seq_recipe import DecodeConfig, Seq2SeqRecipe
+from pipeline.tasks.seeding import ReseedPerMicroBatch
 
 
 def decode_batch(
@@ -38,7 +39,7 @@ def decode_batch(
     )  # fmt: skip
 
 
-class Seq2SeqModule(L.LightningModule):
+class Seq2SeqModule(ReseedPerMicroBatch, L.LightningModule):
     """Trains an encoder-decoder on (source, target) batches from ``Seq2SeqDataModule``."""
 
     def __init__(
@@ -63,14 +64,6 @@ class Seq2SeqModule(L.LightningModule):
         return self.model(
             batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"], batch["labels"]
         )
-
-    def on_train_start(self) -> None:
-        self._micro_step = self.global_step * self.trainer.accumulate_grad_batches
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # Dropout and teacher-forcing draws depend only on where training is: the same after a resume.
-        torch.manual_seed(hash((self.seed, self._micro_step, self.global_rank)) % (2**63))
-        self._micro_step += 1
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self(batch)
