@@ -99,6 +99,22 @@ def test_holdout_is_fixed_and_stratified(sentences: list[tuple[str, str]]) -> No
     assert not {e["text"] for e in va} & {e["text"] for e in tr}
 
 
+def test_holdout_folds_partition_the_examples(sentences: list[tuple[str, str]]) -> None:
+    exs = [{"label": lab, "text": t, "i": i} for i, (lab, t) in enumerate(sentences)]
+    held = []
+    for fold in range(5):
+        tr, va = holdout_split(exs, 40, seed=3, fold=fold)
+        assert len(va) == 40 and len(tr) == 160
+        assert sum(e["label"] == "neg" for e in va) == 20  # stratified
+        assert not {e["i"] for e in va} & {e["i"] for e in tr}
+        assert va == holdout_split(exs, 40, seed=3, fold=fold)[1]  # fixed
+        held += [e["i"] for e in va]
+    assert sorted(held) == list(range(200))  # every example is held out exactly once
+    assert holdout_split(exs, 40, seed=4, fold=0)[1] != holdout_split(exs, 40, seed=3, fold=0)[1]
+    with pytest.raises(UserError, match="holdout_fold must be between 0 and 4"):
+        holdout_split(exs, 40, seed=3, fold=5)
+
+
 def _pair_tsv(path: Path, sentences: list[tuple[str, str]], n: int, offset: int) -> Path:
     """GLUE MRPC layout: Quality, #1 ID, #2 ID, #1 String, #2 String (quotes are text, not quoting)."""
     with open(path, "w", encoding="utf-8") as f:

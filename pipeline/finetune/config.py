@@ -71,6 +71,9 @@ class FinetuneDataConfig:
     """Examples of ``train`` to hold out as validation when ``validation`` is ``None``."""
     holdout_seed: int = 0
     """Seed of the stratified hold-out split (fixed: the same split on every machine)."""
+    holdout_fold: int | None = None
+    """k-fold cross-validation: hold out fold ``holdout_fold`` (0-based) of the ``len(train) // holdout``
+    stratified folds of ``holdout_seed``'s order; ``None`` = a stratified sample of ``holdout`` examples."""
     max_seq_len: int = 128
     """Tokens per input, special tokens included; longer inputs are truncated (QA: split into windows)."""
     doc_stride: int = 128

@@ -69,7 +69,7 @@ class FinetuneData(L.LightningDataModule):
         if c.validation:
             valid = read_examples(c.validation, c, t, "validation")
         elif c.holdout:
-            train, valid = holdout_split(train, c.holdout, c.holdout_seed)
+            train, valid = holdout_split(train, c.holdout, c.holdout_seed, c.holdout_fold)
         else:
             raise UserError(f"{c.train}: no validation split: set data.validation or data.holdout")
         self.examples = {"train": train, "validation": valid}

@@ -222,8 +222,14 @@ def _read_hf(path: Path, split: str) -> list[dict[str, Any]]:
     return rows
 
 
-def holdout_split(examples: list[Example], n: int, seed: int) -> tuple[list[Example], list[Example]]:
-    """(train, validation): ``n`` examples held out, stratified by label, the same on every machine."""
+def holdout_split(
+    examples: list[Example], n: int, seed: int, fold: int | None = None
+) -> tuple[list[Example], list[Example]]:
+    """(train, validation): ``n`` examples held out, stratified by label, the same on every machine.
+
+    With ``fold`` set, the examples are dealt into ``len(examples) // n`` stratified folds (each label's examples
+    shuffled by ``seed``, then dealt round-robin) and fold ``fold`` is held out, so folds ``0 .. k-1`` of one seed
+    hold out every example exactly once (k-fold cross-validation)."""
     if not 0 < n < len(examples):
         raise UserError(f"data.holdout must be between 1 and {len(examples) - 1}, got {n}")
     by_label: dict[str, list[int]] = defaultdict(list)
@@ -232,9 +238,24 @@ def holdout_split(examples: list[Example], n: int, seed: int) -> tuple[list[Exam
     rng = random.Random(seed)
     held: set[int] = set()
     groups = sorted(by_label.items())
-    for k, (_, idx) in enumerate(groups):
-        share = round(n * len(idx) / len(examples)) if k < len(groups) - 1 else n - len(held)
-        held.update(rng.sample(idx, min(share, len(idx))))
+    if fold is not None:
+        k = len(examples) // n
+        if not 0 <= fold < k:
+            raise UserError(
+                f"data.holdout_fold must be between 0 and {k - 1} ({len(examples)} examples, holdout {n})"
+            )
+        dealt = 0  # deal across labels continuously so every fold gets the same share of each label
+        for _, idx in groups:
+            order = list(idx)
+            rng.shuffle(order)
+            for i in order:
+                if dealt % k == fold:
+                    held.add(i)
+                dealt += 1
+    else:
+        for j, (_, idx) in enumerate(groups):
+            share = round(n * len(idx) / len(examples)) if j < len(groups) - 1 else n - len(held)
+            held.update(rng.sample(idx, min(share, len(idx))))
     train = [ex for i, ex in enumerate(examples) if i not in held]
     valid = [ex for i, ex in enumerate(examples) if i in held]
     return train, valid
