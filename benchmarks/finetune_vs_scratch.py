@@ -79,6 +79,70 @@ def _finetune(start: str, run_dir: Path, seed: int, fold: int, epochs: int, lr: 
     return {"last": accs[-1], "best": max(accs), "n": n, "curve": [round(a, 4) for a in accs]}
 
 
+def _tokenizer_hash(release: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256((release / "tokenizer.json").read_bytes()).hexdigest()
+
+
+def _bag_of_words(seeds: list[int], folds: int) -> list[float]:
+    """Reference: binary bag-of-words logistic regression (scikit-learn) on the same folds, per seed."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from data_prep.recipe import load
+    from pipeline.finetune.config import FinetuneRecipe
+    from pipeline.finetune.readers import holdout_split, read_examples
+
+    cfg = load(FinetuneRecipe, ROOT / "recipes/finetune/demo-sentiment.yaml").data
+    examples = read_examples(cfg.train, cfg, "classification", "train")
+    out = []
+    for seed in seeds:
+        correct = total = 0
+        for fold in range(folds):
+            train, valid = holdout_split(examples, HOLDOUT, seed, fold)
+            vec = CountVectorizer(binary=True).fit([e["text"] for e in train])
+            clf = LogisticRegression(max_iter=2000).fit(
+                vec.transform([e["text"] for e in train]), [e["label"] for e in train]
+            )
+            pred = clf.predict(vec.transform([e["text"] for e in valid]))
+            correct += sum(p == e["label"] for p, e in zip(pred, valid, strict=True))
+            total += len(valid)
+        out.append(correct / total)
+    return out
+
+
+def _word_counts(documents: Path, words: list[str]) -> dict[str, int]:
+    """How often each word occurs in a data-prep ``documents.jsonl`` (lowercased word tokens)."""
+    import re
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    wanted = set(words)
+    with open(documents, encoding="utf-8") as f:
+        for line in f:
+            doc = json.loads(line)
+            text = " ".join(doc["sentences"]) if "sentences" in doc else doc.get("text", "")
+            counts.update(w for w in re.findall(r"[a-z'-]+", text.lower()) if w in wanted)
+    return {w: counts[w] for w in words}
+
+
+SENTIMENT_WORDS = [
+    "boring",
+    "dull",
+    "tedious",
+    "silly",
+    "funny",
+    "awful",
+    "bad",
+    "mess",
+    "delightful",
+    "brilliant",
+    "wonderful",
+    "masterpiece",
+]
+
+
 def _mean_ci(xs: list[float]) -> tuple[float, float]:
     """Mean and the half-width of its 95% t-interval."""
     if len(xs) < 2:
@@ -94,7 +158,17 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=None, help="fine-tuning lr (default: the recipe's)")
     p.add_argument("--out", type=Path, default=ROOT / "runs/bench/finetune_vs_scratch")
+    p.add_argument(
+        "--corpus",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DOCUMENTS_JSONL",
+        help="also print how often a few review sentiment words occur in this pretraining corpus",
+    )
     args = p.parse_args()
+    for docs in args.corpus:
+        print(f"{docs}: " + ", ".join(f"{w} {n}" for w, n in _word_counts(docs, SENTIMENT_WORDS).items()))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -115,6 +189,10 @@ def main() -> int:
         release = _release(Path(run), int(step), args.out / "releases" / name)
         starts[f"pretrained@{name}"] = str(release)
         scratch_from = scratch_from or release
+        if _tokenizer_hash(release) != _tokenizer_hash(scratch_from):
+            raise SystemExit(
+                f"{spec}: another tokenizer than the first budget's (one scratch baseline per run)"
+            )
     starts["scratch"] = f"scratch:{scratch_from}"
     tag = f"e{args.epochs}-lr{args.lr or 'recipe'}"
     for seed in args.seeds:
@@ -156,6 +234,9 @@ def main() -> int:
             f"{label:24s} {row['last']:.3f} ± {row['last_sd']:.3f}   {row['best']:.3f} ± {row['best_sd']:.3f}"
             f"  {gap:>26s}"
         )
+    bow = _bag_of_words(args.seeds, args.folds)
+    summary["bag_of_words"] = {"last": statistics.mean(bow), "last_per_seed": [round(a, 4) for a in bow]}
+    print(f"{'bag-of-words LR (ref.)':24s} {statistics.mean(bow):.3f}   (scikit-learn, same folds)")
     print(json.dumps({"benchmark": "finetune_vs_scratch", "seeds": args.seeds, **proto, **summary}))
     return 0
 
