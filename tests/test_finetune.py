@@ -115,6 +115,19 @@ def test_holdout_folds_partition_the_examples(sentences: list[tuple[str, str]]) 
         holdout_split(exs, 40, seed=3, fold=5)
 
 
+def test_holdout_fold_from_a_recipe(bert_release: Path, tmp_path: Path) -> None:
+    from pipeline.finetune.data import FinetuneData
+
+    r = recipe(tmp_path, {"train": PANG_LEE, "format": "fasttext", "holdout": 40, "holdout_fold": 2}, {})
+    assert r.data.holdout_fold == 2
+    r.task.labels = ["neg", "pos"]
+    dm = FinetuneData(r.data, r.task, load_tokenizer(bert_release), "bert", micro_batch_size=8, seed=0)
+    dm.load()
+    every = read_examples(PANG_LEE, r.data, "classification", "train")
+    assert dm.examples["validation"] == holdout_split(every, 40, 0, 2)[1]
+    assert len(dm.features["train"]) == 160 and len(dm.features["validation"]) == 40
+
+
 def _pair_tsv(path: Path, sentences: list[tuple[str, str]], n: int, offset: int) -> Path:
     """GLUE MRPC layout: Quality, #1 ID, #2 ID, #1 String, #2 String (quotes are text, not quoting)."""
     with open(path, "w", encoding="utf-8") as f:
