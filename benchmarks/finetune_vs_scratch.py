@@ -20,7 +20,6 @@ pretrained - scratch is reported per seed with its mean and a 95% t-interval ove
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -34,9 +33,6 @@ sys.path.insert(0, str(ROOT))
 
 HOLDOUT = 40  # the demo recipe's validation size: 5 folds of the 200 sentences
 
-# Two-sided 95% Student t quantiles by degrees of freedom (n - 1), for the interval over seeds.
-T95 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
 
 def _release(run: Path, step: int, out: Path) -> Path:
     from pipeline.checkpoint import consolidate
@@ -49,14 +45,9 @@ def _release(run: Path, step: int, out: Path) -> Path:
     return out
 
 
-def _val_accuracies(run_dir: Path) -> list[float]:
-    """Validation accuracy after each epoch, from the run's ``metrics.csv``."""
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return [float(r["val/accuracy"]) for r in csv.DictReader(f) if r.get("val/accuracy")]
-
-
 def _finetune(start: str, run_dir: Path, seed: int, fold: int, epochs: int, lr: float | None) -> dict:
     from data_prep.recipe import load
+    from pipeline.callbacks import read_metrics
     from pipeline.finetune.config import FinetuneRecipe
     from pipeline.finetune.run import finetune
 
@@ -72,11 +63,10 @@ def _finetune(start: str, run_dir: Path, seed: int, fold: int, epochs: int, lr: 
     recipe.logging.wandb = False
     recipe.checkpoint.keep_last = 1
     finetune(recipe, checkpoint=start, progress=False)
-    accs = _val_accuracies(run_dir)
+    accs = [r["val/accuracy"] for r in read_metrics(run_dir / "metrics.csv") if "val/accuracy" in r]
     if len(accs) != epochs:
         raise SystemExit(f"{run_dir}/metrics.csv: expected {epochs} validation rows, found {len(accs)}")
-    n = len((run_dir / "predictions" / "validation.jsonl").read_text().splitlines())
-    return {"last": accs[-1], "best": max(accs), "n": n, "curve": [round(a, 4) for a in accs]}
+    return {"last": accs[-1], "best": max(accs), "curve": [round(a, 4) for a in accs]}
 
 
 def _tokenizer_hash(release: Path) -> str:
@@ -121,8 +111,7 @@ def _word_counts(documents: Path, words: list[str]) -> dict[str, int]:
     wanted = set(words)
     with open(documents, encoding="utf-8") as f:
         for line in f:
-            doc = json.loads(line)
-            text = " ".join(doc["sentences"]) if "sentences" in doc else doc.get("text", "")
+            text = " ".join(json.loads(line)["sentences"])
             counts.update(w for w in re.findall(r"[a-z'-]+", text.lower()) if w in wanted)
     return {w: counts[w] for w in words}
 
@@ -145,9 +134,11 @@ SENTIMENT_WORDS = [
 
 def _mean_ci(xs: list[float]) -> tuple[float, float]:
     """Mean and the half-width of its 95% t-interval."""
+    from scipy.stats import t
+
     if len(xs) < 2:
         return statistics.mean(xs), float("nan")
-    return statistics.mean(xs), T95.get(len(xs) - 1, 1.96) * statistics.stdev(xs) / len(xs) ** 0.5
+    return statistics.mean(xs), t.ppf(0.975, len(xs) - 1) * statistics.stdev(xs) / len(xs) ** 0.5
 
 
 def main() -> int:
