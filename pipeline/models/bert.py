@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models.blocks import Block, Dropout, Rows, VocabLinear, init_weights, padding_mask
+from pipeline.models.blocks import Block, Dropout, Rows, init_weights, padding_mask
 from pipeline.models.config import ModelConfig
+from pipeline.models.vocab import VocabLinear
 
 IGNORE_INDEX = -100  # label of positions that are not predicted (PyTorch's cross-entropy default)
 

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models.blocks import Block, Dropout, VocabLinear, init_weights
+from pipeline.models.blocks import Block, Dropout, init_weights
 from pipeline.models.config import ModelConfig
+from pipeline.models.vocab import VocabLinear
 
 IGNORE_INDEX = -100
 
@@ -28,7 +29,7 @@ class GPTOutput:
     """Mean next-token cross-entropy over labels != -100; None without labels."""
     logits: Tensor
     """(B, T, V): logits[:, t] predicts the token after position t. On the CPU it is a view into rows padded
-    past V (see ``blocks.vocab_logits``), so not contiguous: use ``reshape`` rather than ``view``."""
+    past V (see ``vocab.vocab_logits``), so not contiguous: use ``reshape`` rather than ``view``."""
 
 
 class GPT(nn.Module):

@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models.blocks import Dropout, VocabLinear
+from pipeline.models.blocks import Dropout
 from pipeline.models.config import RNN_ARCHS, ModelConfig
 from pipeline.models.gpt import IGNORE_INDEX, GPTOutput
+from pipeline.models.vocab import VocabLinear
 
 _CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -63,7 +64,7 @@ class RNNLM(nn.Module):
         h = self.hidden_states(input_ids)
         B, T, D = h.shape
         V = self.config.vocab_size
-        padded = self.lm_head(h.reshape(B * T, D), padded=True)  # (B*T, Vp), see blocks.vocab_logits
+        padded = self.lm_head(h.reshape(B * T, D), padded=True)  # (B*T, Vp), see vocab.vocab_logits
         loss = None
         if labels is not None:
             loss = F.cross_entropy(padded, labels.reshape(-1), ignore_index=IGNORE_INDEX)

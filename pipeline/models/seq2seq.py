@@ -22,9 +22,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from pipeline.models.blocks import Dropout, VocabLinear
+from pipeline.models.blocks import Dropout
 from pipeline.models.seq2seq_config import Seq2SeqModelConfig
 from pipeline.models.transformer import Seq2SeqOutput, seq2seq_loss
+from pipeline.models.vocab import VocabLinear
 
 _CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 

@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models.blocks import Block, DecoderBlock, Dropout, VocabLinear, init_weights, padding_mask
+from pipeline.models.blocks import Block, DecoderBlock, Dropout, init_weights, padding_mask
 from pipeline.models.config import ModelConfig
 from pipeline.models.gpt import IGNORE_INDEX, GPTOutput
 from pipeline.models.seq2seq_config import Seq2SeqModelConfig
+from pipeline.models.vocab import VocabLinear
 
 
 def sinusoidal_positions(length: int, dim: int) -> Tensor:
